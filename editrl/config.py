@@ -129,6 +129,11 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
         return float(value)
