@@ -11,7 +11,8 @@ install: .installed
 	touch .installed
 
 demo: install
-	editrl demo --out runs/demo
+	editrl world generate --out runs/demo/world --groups 200 --seed 0
+	editrl world check runs/demo/world
 
 test: install
 	$(PY) -m pytest -q
