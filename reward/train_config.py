@@ -1,0 +1,107 @@
+"""Configuration of a reward-model training run (``editrl reward train``).
+
+A dataclass tree in the trl style: one section for the model (owned by ``reward/config.py``), one for
+the data, one for the optimisation; every field says what it does. Loaded only through
+``editrl.config.load_config(RewardTrainConfig, path, overrides)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reward.config import RewardModelConfig
+
+
+@dataclass
+class RewardDataConfig:
+    """Where the preference pairs come from and how they become training samples."""
+
+    # An editworld dataset folder (reads its pairs.jsonl), an editworld-style pairs .jsonl file, or an
+    # official EditReward-Data JSON file (a list of {prompt, path_src, path1 (preferred), path2, ...}).
+    train: str = "runs/world-train"
+    # Folder that relative image paths of an official JSON are resolved against (default: the JSON's folder).
+    image_root: str | None = None
+    # Validation: a separate pair file/folder, or None to hold out `val_fraction` of the training groups.
+    val: str | None = None
+    # Share of (source, instruction) groups held out for validation when `val` is None (0 disables validation).
+    val_fraction: float = 0.05
+    # Paper eq. 6: a tie whose dimensions disagree becomes two samples with opposite labels; other ties are dropped.
+    tie_disentangle: bool = True
+    # Use at most this many training pairs (data-size ablation); None = all of them.
+    max_pairs: int | None = None
+    # Maximum number of validation pairs scored at each evaluation (keeps evaluation cheap); None = all.
+    max_val_pairs: int | None = 512
+    # Training objective: the paper's uncertainty-aware ranking loss, plain Bradley-Terry, or point-wise regression (eq. 5).
+    # The dimensions are combined by `model.aggregation` (mean / min / sum), in the loss and in scoring alike.
+    loss: Literal["uncertainty", "bradley_terry", "pointwise"] = "uncertainty"
+    # Expectation estimator of the uncertainty loss: deterministic Gauss-Hermite or the official Monte Carlo.
+    estimator: Literal["quadrature", "mc"] = "quadrature"
+    # Workers of the torch DataLoader that decodes images (0 = in the training process).
+    num_workers: int = 0
+
+
+@dataclass
+class RewardOptimConfig:
+    """Optimisation, schedule, budget, evaluation and checkpoint cadence."""
+
+    # Peak learning rate of AdamW. The paper uses 2e-6 for a 7B backbone; a tiny model trained from scratch wants ~1e-3.
+    lr: float = 2e-6
+    # Learning rate of the reward heads; None = the same as `lr`.
+    head_lr: float | None = None
+    # AdamW weight decay.
+    weight_decay: float = 0.0
+    # AdamW betas.
+    betas: tuple[float, float] = (0.9, 0.999)
+    # Share of the optimiser steps spent warming the learning rate up linearly from 0.
+    warmup_ratio: float = 0.05
+    # Learning-rate schedule after warm-up (transformers.get_scheduler names).
+    schedule: Literal["cosine", "constant_with_warmup", "linear"] = "cosine"
+    # Pairs per micro-batch on each process (each pair is two sequences: one forward of 2*batch_size sequences).
+    batch_size: int = 8
+    # Micro-batches accumulated per optimiser step.
+    grad_accum: int = 1
+    # Total optimiser steps; None = derived from `epochs`.
+    max_steps: int | None = None
+    # Passes over the training pairs when `max_steps` is None.
+    epochs: float = 2.0
+    # Stop (and save) after this many minutes of training even if steps remain; None = no limit.
+    time_budget_minutes: float | None = None
+    # Clip the global gradient norm to this value (0 disables clipping).
+    max_grad_norm: float = 1.0
+    # Log training metrics every this many optimiser steps.
+    log_every: int = 10
+    # Validation accuracy every this many optimiser steps (0 = only at the end).
+    eval_every: int = 200
+    # Resumable checkpoint every this many optimiser steps (0 = only at the end).
+    save_every: int = 0
+    # Seed of initialisation, data order (seed, epoch) and dropout.
+    seed: int = 0
+    # bf16 mixed precision on GPU (ignored on CPU, where training runs in fp32).
+    bf16: bool = True
+    # Path of a DeepSpeed JSON config (e.g. configs/reward/deepspeed_zero2.json for 7B backbones); None = plain DDP/CPU.
+    deepspeed: str | None = None
+    # Torch intra-op threads on CPU; None = torch's default.
+    num_threads: int | None = None
+
+
+@dataclass
+class RewardTrainConfig:
+    """A whole reward-model training run."""
+
+    # The reward model: backbone, image area, prompt, heads, aggregation, gradient checkpointing,
+    # freeze-vision / LoRA (reward/config.py); saved inside every checkpoint.
+    model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    # Preference data and objective.
+    data: RewardDataConfig = field(default_factory=RewardDataConfig)
+    # Optimisation, budget and cadence.
+    train: RewardOptimConfig = field(default_factory=RewardOptimConfig)
+    # Output folder: config.yaml, metrics.jsonl, checkpoints/, final/ (the model), training_curve.png.
+    out_dir: str = "runs/reward"
+    # Resume from this checkpoint folder (a `checkpoints/step-N` of an earlier run); "auto" = latest in out_dir.
+    resume: str | None = None
+    # wandb project to mirror metrics to; None = JSONL only.
+    wandb_project: str | None = None
+
+
+__all__ = ["RewardDataConfig", "RewardOptimConfig", "RewardTrainConfig"]
