@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=1000)
     p.add_argument("--out", default=None, help="folder to write to (default: a temporary folder)")
 
+    # ---- reward ----
+    reward = top.add_parser("reward", help="train, score and evaluate the EditReward model").add_subparsers(dest="reward_command", required=True)
+    p = _command(reward, "train", "reward.train_commands:train", "train a reward model on preference pairs (config + overrides)")
+    _config_args(p, default="configs/reward/editworld-tiny.yaml")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = _command(reward, "eval", "reward.train_commands:evaluate", "pairwise accuracy on an editworld bench split, beside baselines")
+    p.add_argument("--checkpoint", required=True, help="reward checkpoint folder (e.g. reward/weights/editworld-tiny)")
+    p.add_argument("--data", required=True, help="editworld dataset folder whose bench split is scored")
+    p.add_argument("--out", default=None, help="folder for scores and results JSON (default: CHECKPOINT/eval)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-items", type=int, default=None, help="score only about this many bench candidates")
+    p.add_argument("--no-baselines", action="store_true", help="skip the untrained / pixel / random baselines")
+
     return parser
 
 
