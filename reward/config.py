@@ -1,0 +1,71 @@
+"""Configuration of the EditReward model: which backbone, how inputs are built, which heads.
+
+``RewardModelConfig`` is the part of a reward run's config that describes the *model*; it is saved as
+``reward_config.yaml`` inside every reward checkpoint so that a checkpoint can be rebuilt without the
+run's YAML. The training loop's own settings live in ``reward/train_config.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_DIMENSIONS: tuple[str, ...] = ("instruction_following", "visual_quality")
+
+
+@dataclass
+class TinyBackboneConfig:
+    """Sizes of the tiny Qwen2.5-VL built from scratch for the embedded editworld default."""
+
+    hidden_size: int = 128  # text (LLM) hidden size
+    num_hidden_layers: int = 4  # text decoder layers
+    num_attention_heads: int = 4  # text attention heads (head_dim = hidden_size / heads = 32)
+    num_key_value_heads: int = 4  # text key/value heads (GQA when smaller than num_attention_heads)
+    intermediate_size: int = 256  # text MLP width
+    mrope_section: list[int] = field(default_factory=lambda: [4, 6, 6])  # (t, h, w) rotary split; sums to head_dim / 2
+    max_position_embeddings: int = 4096  # longest sequence the rotary tables are built for
+    vision_depth: int = 4  # vision transformer blocks
+    vision_hidden_size: int = 64  # vision transformer width
+    vision_num_heads: int = 4  # vision attention heads
+    vision_intermediate_size: int = 128  # vision MLP width
+    vision_fullatt_block_indexes: list[int] = field(default_factory=lambda: [1, 3])  # blocks with full (not windowed) attention
+    vision_window_size: int = 112  # windowed-attention window in pixels
+    vocab_merges: int = 300  # byte-level BPE merges learned for the offline tokenizer
+    seed: int = 0  # initialisation seed of the tiny backbone's weights
+
+
+@dataclass
+class RewardModelConfig:
+    """The reward model: backbone, input format and Gaussian heads (saved in every checkpoint)."""
+
+    backbone: str = "tiny"  # "tiny" (built from `tiny`) or a local checkpoint dir of a Qwen2.5-VL / Qwen2-VL / Qwen3-VL model
+    tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)  # sizes used when backbone == "tiny"
+    pixel_area: int = 56 * 56  # pixels per image after resizing (aspect kept; 448*448 for real backbones)
+    prompt: Literal["short", "rubric"] = "short"  # "rubric": paper appendix A.9 text; "short": one line (tiny model)
+    head: Literal["multiple", "shared"] = "multiple"  # one MLP per dimension, or one MLP emitting all dimensions
+    head_width: int = 64  # first hidden width of the MLP head(s) (official: 1024)
+    head_bottleneck: int = 16  # second hidden width of the MLP head(s) (official: 16)
+    head_dropout: float = 0.05  # dropout after the first head layer (official: 0.05)
+    dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS  # scored dimensions, in output order
+    aggregation: Literal["mean", "min", "sum"] = "mean"  # how dimensions combine into the ranking score
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # backbone dtype (heads always run in float32)
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # attention kernel of the backbone
+    gradient_checkpointing: bool = False  # recompute backbone activations in backward to save memory
+    freeze_vision: bool = False  # keep the vision tower's weights fixed during training
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank on the LLM instead of its full weights
+    lora_alpha: int = 32  # LoRA scaling numerator (used when lora_r > 0)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch (used when lora_r > 0)
+    reward_token: str = "<|reward|>"  # special token whose last hidden state feeds the heads
+
+    def __post_init__(self) -> None:
+        if not self.dimensions:
+            raise ValueError("dimensions must name at least one dimension")
+        if self.pixel_area < 28 * 28:
+            raise ValueError(f"pixel_area must be at least 784 (one 28x28 merged patch), got {self.pixel_area}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        self.dimensions = tuple(self.dimensions)
+
+    @property
+    def num_dimensions(self) -> int:
+        return len(self.dimensions)

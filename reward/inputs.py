@@ -1,0 +1,156 @@
+"""Turn (source image, instruction, edited image) into the token/pixel batch the reward backbone reads.
+
+One sequence per edit: prompt, SOURCE image, instruction, then the EDITED image, then the reward token.
+Everything the candidates of one group share (prompt, source, instruction) comes before the edited
+image, so a group can be scored by encoding that *prefix* once and only the *suffix* (edited image +
+reward token) per candidate. Batches are right-padded; the reward token is found by id, not by position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+from PIL import Image
+
+from reward.config import RewardModelConfig
+
+ImageLike = Union[Image.Image, str, Path]
+
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+
+# Paper appendix A.9, its two per-dimension templates merged into one prompt so that one forward pass
+# scores both dimensions (the paper's first template is mislabelled "Visual Quality & Realism"; it is
+# the instruction-following rubric).
+RUBRIC = """You are tasked with evaluating an edited image **in comparison with the original source image** on two dimensions, \
+**Instruction Following** and **Visual Quality & Realism**, assigning each a score from 1 to 4, with 1 being the worst and 4 being the best.
+
+- **Inputs Provided:**
+- Source Image (before editing)
+- Edited Image (after applying the instruction)
+- Text Instruction
+
+Dimension 1: Instruction Following
+- **Sub-Dimensions to Evaluate:**
+- **Semantic Accuracy:** Assess whether the edited content accurately captures the semantics of the instruction. The edited result should precisely match the intended meaning. For example, if the instruction is "replace apples with oranges," the object must clearly be oranges, not other fruits.
+- **Completeness of Editing:** Check whether **all parts** of the instruction are fully executed. For multi-step edits (e.g., "replace a red car with a blue bicycle"), both the color change and the object replacement must be done without omissions.
+- **Exclusivity of Edit (No Over-Editing):** Ensure that only the requested parts are changed. The rest of the image (as seen in the source) should remain unaltered. For example, if the instruction only involves replacing an object, the background, lighting, and unrelated objects should not be unnecessarily modified.
+- **Scoring Criteria:**
+- **4 (Very Good):** Perfectly accurate, complete, and exclusive execution of the instruction.
+- **3 (Relatively Good):** Largely correct, but with minor omissions or slight over-editing.
+- **2 (Relatively Poor):** Major misinterpretation, incomplete edits, or noticeable unintended changes.
+- **1 (Very Poor):** Instruction ignored or completely wrong execution.
+
+Dimension 2: Visual Quality & Realism. This dimension focuses on how realistic, artifact-free, and aesthetically appealing the edited image is, while remaining consistent with the source image.
+- **Sub-Dimensions to Evaluate:**
+- **Plausibility & Physical Consistency:** Check whether the edit aligns with the laws of physics and the scene context. Lighting, shadows, reflections, perspective, size, and interactions with the environment should all appear natural compared to the source image.
+- **Artifact-Free Quality:** Look for technical flaws such as blur, distortions, pixel misalignment, unnatural textures, or seams around edited regions. High-quality results should be free from such visible artifacts.
+- **Aesthetic Quality:** Evaluate the overall harmony and visual appeal. The image should look natural, balanced, and pleasant. Colors, composition, and atmosphere should enhance the image rather than degrade it.
+- **Scoring Criteria:**
+- **4 (Very Good):** Perfectly realistic, artifact-free, seamless, and aesthetically pleasing.
+- **3 (Relatively Good):** Mostly realistic and clean, with only minor flaws that do not significantly distract.
+- **2 (Relatively Poor):** Noticeable physical inconsistencies or visible artifacts that make the edit unnatural.
+- **1 (Very Poor):** Severe artifacts, incoherent composition, or visually unusable result."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A sequence split at the edited image: ``prefix`` (shared by a group) and ``suffix`` (per candidate)."""
+
+    prefix: str  # holds one IMAGE_PLACEHOLDER (the source) and "{instruction}"
+    suffix: str  # holds one IMAGE_PLACEHOLDER (the edited image) and "{reward}"
+
+
+PROMPTS: dict[str, PromptTemplate] = {
+    "short": PromptTemplate(
+        prefix=f"Rate the edit. Source:{IMAGE_PLACEHOLDER} Instruction: {{instruction}}\nEdited:",
+        suffix=f"{IMAGE_PLACEHOLDER}{{reward}}",
+    ),
+    "rubric": PromptTemplate(
+        prefix=("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + RUBRIC
+                + f"\n\nSource image: {IMAGE_PLACEHOLDER}\nText instruction - {{instruction}}\nEdited image: "),
+        suffix=f"{IMAGE_PLACEHOLDER}<|im_end|>\n<|im_start|>assistant\n{{reward}}",
+    ),
+}
+
+
+class InputError(ValueError):
+    """One edit cannot be turned into model input (empty instruction, undecodable image)."""
+
+
+def load_rgb(image: ImageLike, what: str = "image") -> Image.Image:
+    """A PIL RGB image from a PIL image or a path; raises InputError (naming the file) if it cannot be read."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB") if image.mode != "RGB" else image
+    if isinstance(image, (str, Path)):
+        from editrl.io import DataError, load_image
+
+        try:
+            return load_image(image)
+        except DataError as err:
+            raise InputError(f"{what}: {err}") from err
+    raise InputError(f"{what}: expected a PIL image or a path, got {type(image).__name__}")
+
+
+def check_instruction(instruction: Any, special_tokens: Sequence[str] = ()) -> str:
+    """The instruction, stripped; raises InputError if it is empty, not text, or smuggles special tokens."""
+    if not isinstance(instruction, str):
+        raise InputError(f"instruction: expected a string, got {type(instruction).__name__}")
+    text = instruction.strip()
+    if not text:
+        raise InputError("instruction: empty")
+    for token in special_tokens:
+        if token in text:
+            raise InputError(f"instruction: contains the special token {token!r}")
+    return text
+
+
+class RewardInputBuilder:
+    """Builds processor batches (full sequences, or group prefixes and candidate suffixes) for the reward model."""
+
+    def __init__(self, processor: Any, model_cfg: RewardModelConfig):
+        self.processor = processor
+        self.cfg = model_cfg
+        self.template = PROMPTS[model_cfg.prompt]
+        tokenizer = processor.tokenizer
+        self.reward_token_id = tokenizer.convert_tokens_to_ids(model_cfg.reward_token)
+        if self.reward_token_id is None or self.reward_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"the processor's tokenizer has no reward token {model_cfg.reward_token!r}")
+        self._special = tuple(str(t) for t in tokenizer.all_special_tokens) + (model_cfg.reward_token,)
+
+    # -- text ----------------------------------------------------------------------------------------
+    def prefix_text(self, instruction: str) -> str:
+        """Prompt + source placeholder + instruction: what all candidates of a group share."""
+        return self.template.prefix.replace("{instruction}", check_instruction(instruction, self._special))
+
+    def suffix_text(self) -> str:
+        """Edited-image placeholder + reward token: what each candidate adds."""
+        return self.template.suffix.replace("{reward}", self.cfg.reward_token)
+
+    # -- batches -------------------------------------------------------------------------------------
+    def __call__(self, sources: Sequence[ImageLike], instructions: Sequence[str],
+                 editeds: Sequence[ImageLike]) -> Any:
+        """Full sequences for a batch of edits (right-padded BatchFeature of torch tensors)."""
+        if not (len(sources) == len(instructions) == len(editeds)):
+            raise ValueError(f"sources, instructions, editeds differ in length: "
+                             f"{len(sources)}, {len(instructions)}, {len(editeds)}")
+        texts = [self.prefix_text(ins) + self.suffix_text() for ins in instructions]
+        images: list[Image.Image] = []
+        for src, ed in zip(sources, editeds):
+            images += [load_rgb(src, "source"), load_rgb(ed, "edited")]
+        return self._process(texts, images)
+
+    def prefixes(self, sources: Sequence[ImageLike], instructions: Sequence[str]) -> Any:
+        """The shared part of each group: prompt, source image, instruction (right-padded)."""
+        texts = [self.prefix_text(ins) for ins in instructions]
+        return self._process(texts, [load_rgb(s, "source") for s in sources])
+
+    def suffixes(self, editeds: Sequence[ImageLike]) -> Any:
+        """The per-candidate part: edited image and reward token (right-padded)."""
+        return self._process([self.suffix_text()] * len(editeds), [load_rgb(e, "edited") for e in editeds])
+
+    def _process(self, texts: list[str], images: list[Image.Image]) -> Any:
+        area = self.cfg.pixel_area
+        return self.processor(text=texts, images=images, padding=True, padding_side="right", return_tensors="pt",
+                              images_kwargs={"size": {"shortest_edge": area, "longest_edge": area}})
