@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- reward ----
     reward = top.add_parser("reward", help="train, score and evaluate the EditReward model").add_subparsers(dest="reward_command", required=True)
+    p = _command(reward, "score", "reward.commands:score", "score edited images of one source and instruction (per-dimension mu, sigma, aggregate)")
+    p.add_argument("--checkpoint", required=True, help="reward checkpoint folder (e.g. reward/weights/editworld-tiny)")
+    p.add_argument("--source", required=True, help="source image")
+    p.add_argument("--instruction", required=True, help="edit instruction")
+    p.add_argument("--edited", required=True, nargs="+", help="edited image(s), scored as one group with a shared prefix")
+    p.add_argument("--device", default=None, help="torch device (default: where the checkpoint loads, CPU)")
+    p.add_argument("--batch-size", type=int, default=32)
     p = _command(reward, "train", "reward.train_commands:train", "train a reward model on preference pairs (config + overrides)")
     _config_args(p, default="configs/reward/editworld-tiny.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
