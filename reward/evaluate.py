@@ -1,0 +1,234 @@
+"""Reward-model evaluation on the editworld benchmark split (three-annotator labels), with baselines.
+
+Building blocks the full evaluation suite reuses:
+
+- ``load_bench_items(data_dir)`` — the bench candidates of an editworld dataset;
+- ``human_pairs(items)`` — every within-group pair with its human label (+1 / -1 / 0 tie), from the
+  annotators' mean score summed over dimensions;
+- ``score_items(score_fn, items, cache)`` — scores per item, cached to / reused from a JSONL file so that
+  metrics can be recomputed without re-scoring;
+- scorers: ``model_scorer`` (a reward checkpoint, or a freshly initialised one = the untrained
+  backbone with its heads), ``pixel_heuristic_scorer`` and ``random_scorer``;
+- ``run_editworld_eval`` — what ``editrl reward eval`` prints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from editrl.io import DataError, iter_jsonl, load_image, resolve_path
+
+MANIFEST_FIELDS = ("id", "group_id", "split", "source", "edited", "instruction", "human_scores")
+ScoreFn = Callable[[Sequence["BenchItem"]], list[float]]
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One benchmark candidate: an edit of a source image, with every annotator's per-dimension scores."""
+
+    id: str
+    group_id: str
+    source: str
+    instruction: str
+    edited: str
+    human_scores: dict[str, list[float]]
+    origin: str  # "manifest:line"
+
+    @property
+    def human_score(self) -> float:
+        """Sum over dimensions of the annotators' mean score (the overall human judgement)."""
+        return float(sum(np.mean(v) for v in self.human_scores.values()))
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+def load_bench_items(data_dir: str | Path, split: str = "bench") -> list[BenchItem]:
+    """The candidates of an editworld dataset's ``split`` (default: the 3-annotator benchmark)."""
+    data_dir = Path(data_dir)
+    manifest = data_dir / "manifest.jsonl" if data_dir.is_dir() else data_dir
+    items = []
+    for line, row in iter_jsonl(manifest, required=MANIFEST_FIELDS):
+        if row["split"] != split:
+            continue
+        hs = row["human_scores"]
+        if not isinstance(hs, dict) or not hs or not all(isinstance(v, list) and v for v in hs.values()):
+            raise DataError(manifest, f"expected {{dimension: [score, ...]}}, got {hs!r}", line=line, field="human_scores")
+        if not isinstance(row["instruction"], str) or not row["instruction"].strip():
+            raise DataError(manifest, "instruction must be a non-empty string", line=line, field="instruction")
+        items.append(BenchItem(
+            id=str(row["id"]), group_id=str(row["group_id"]), instruction=row["instruction"],
+            source=str(resolve_path(manifest.parent, row["source"])), edited=str(resolve_path(manifest.parent, row["edited"])),
+            human_scores={k: [float(x) for x in v] for k, v in hs.items()}, origin=f"{manifest}:{line}",
+        ))
+    if not items:
+        raise DataError(manifest, f"no items with split {split!r}")
+    return items
+
+
+def human_pairs(items: Sequence[BenchItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first index, second index, human label in {+1, -1, 0}) for every pair within a group."""
+    by_group: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_group.setdefault(it.group_id, []).append(i)
+    first, second, label = [], [], []
+    for idx in by_group.values():
+        for i, j in itertools.combinations(idx, 2):
+            d = items[i].human_score - items[j].human_score
+            first.append(i), second.append(j), label.append(0 if abs(d) < 1e-9 else (1 if d > 0 else -1))
+    return np.array(first, dtype=int), np.array(second, dtype=int), np.array(label, dtype=int)
+
+
+def accuracy_non_tied(scores: Sequence[float], first: np.ndarray, second: np.ndarray, label: np.ndarray) -> tuple[float, int]:
+    """Share of human-non-tied pairs whose score difference has the human sign (model ties count half)."""
+    s = np.asarray(scores, dtype=float)
+    keep = label != 0
+    if not keep.any():
+        raise ValueError("no non-tied human pairs to evaluate")
+    diff = s[first[keep]] - s[second[keep]]
+    right = np.where(diff == 0, 0.5, (np.sign(diff) == label[keep]).astype(float))
+    return float(right.mean()), int(keep.sum())
+
+
+# ---- scoring and its cache -------------------------------------------------------------------------
+
+def score_items(score_fn: ScoreFn, items: Sequence[BenchItem], cache: str | Path | None = None) -> list[float]:
+    """Scores of ``items`` by ``score_fn``; with ``cache`` read back when every id is there, else written."""
+    if cache is not None and Path(cache).is_file():
+        cached = {row["id"]: row["score"] for _, row in iter_jsonl(cache, required=("id", "score"))}
+        if all(it.id in cached for it in items):
+            return [float(cached[it.id]) for it in items]
+    scores = [float(s) for s in score_fn(items)]
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        with Path(cache).open("w") as f:
+            for it, s in zip(items, scores):
+                f.write(json.dumps({"id": it.id, "group_id": it.group_id, "score": s}) + "\n")
+    return scores
+
+
+def _image(item: BenchItem, which: str):
+    manifest, _, line = item.origin.rpartition(":")
+    return load_image(getattr(item, which), manifest=manifest, line=int(line), field=which)
+
+
+def model_scorer(model: Any, processor: Any, model_cfg: Any, batch_size: int = 64, progress: bool = True) -> ScoreFn:
+    """Score items with a reward model in batches: the aggregate ``mu`` (``model_cfg.aggregation``)."""
+
+    def score(items: Sequence[BenchItem]) -> list[float]:
+        import torch
+        from tqdm.auto import tqdm
+
+        from reward.inputs import RewardInputBuilder
+        from reward.loss import aggregate
+
+        builder = RewardInputBuilder(processor, model_cfg)
+        device = next(model.parameters()).device
+        model.eval()
+        out: list[float] = []
+        with torch.no_grad():
+            for start in tqdm(range(0, len(items), batch_size), desc="scoring", disable=not progress, leave=False):
+                chunk = items[start:start + batch_size]
+                batch = builder([_image(it, "source") for it in chunk], [it.instruction for it in chunk],
+                                [_image(it, "edited") for it in chunk])
+                res = model(**batch.to(device))
+                out.extend(aggregate(res.mu.float(), res.log_sigma.float(), model_cfg.aggregation)[0].tolist())
+        return out
+
+    return score
+
+
+def pixel_heuristic_scorer(items: Sequence[BenchItem]) -> list[float]:
+    """A model-free baseline from source and edited pixels only: prefer a moderate amount of change.
+
+    An edit should change *something* (a no-op fails the instruction) but not everything (over-editing,
+    noise, colour casts change many pixels). Score = -|share of changed pixels - the bench median share|.
+    """
+    changed = []
+    for it in items:
+        src = np.asarray(_image(it, "source"), dtype=np.float32)
+        edt = np.asarray(_image(it, "edited").resize(_image(it, "source").size), dtype=np.float32)
+        changed.append(float((np.abs(edt - src).max(axis=-1) > 24).mean()))
+    target = float(np.median(changed))
+    return [-abs(c - target) for c in changed]
+
+
+def random_scorer(seed: int = 0) -> ScoreFn:
+    """Uniform random scores (the 50% floor)."""
+
+    def score(items: Sequence[BenchItem]) -> list[float]:
+        rng = random.Random(seed)
+        return [rng.random() for _ in items]
+
+    return score
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+def load_model_for_eval(checkpoint: str | Path) -> tuple[Any, Any, Any]:
+    """(model, processor, model_cfg) from a reward checkpoint folder."""
+    from reward.model import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    if isinstance(loaded, tuple):
+        return loaded[0], loaded[1], loaded[2]
+    return loaded.model, loaded.processor, loaded.config
+
+
+def untrained_like(model_cfg: Any, seed: int = 0) -> tuple[Any, Any]:
+    """A freshly initialised model of the same architecture: the untrained-backbone-with-heads baseline."""
+    import torch
+
+    from reward.trainer import build_model
+
+    torch.manual_seed(seed)
+    return build_model(model_cfg)
+
+
+def run_editworld_eval(checkpoint: str | Path, data: str | Path, *, out_dir: str | Path | None = None,
+                       batch_size: int = 64, baselines: bool = True, max_items: int | None = None,
+                       progress: bool = True) -> dict[str, dict[str, float]]:
+    """Pairwise accuracy (non-tied human pairs) of a checkpoint and the baselines; prints a table, writes JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    items = load_bench_items(data)
+    if max_items is not None:
+        groups = sorted({it.group_id for it in items})
+        keep = set(groups[: max(1, max_items // max(1, len(items) // len(groups)))])
+        items = [it for it in items if it.group_id in keep]
+    first, second, label = human_pairs(items)
+    out = Path(out_dir) if out_dir else Path(checkpoint) / "eval"
+    model, processor, model_cfg = load_model_for_eval(checkpoint)
+    methods: dict[str, ScoreFn] = {"reward model": model_scorer(model, processor, model_cfg, batch_size, progress)}
+    if baselines:
+        u_model, u_proc = untrained_like(model_cfg)
+        methods["untrained backbone + heads"] = model_scorer(u_model, u_proc, model_cfg, batch_size, progress)
+        methods["pixel-difference heuristic"] = pixel_heuristic_scorer
+        methods["random"] = random_scorer(0)
+    results: dict[str, dict[str, float]] = {}
+    for name, fn in methods.items():
+        cache = out / f"scores_{name.split()[0].replace('-', '_')}.jsonl"
+        scores = score_items(fn, items, cache if name == "reward model" else None)
+        acc, n = accuracy_non_tied(scores, first, second, label)
+        results[name] = {"pairwise_accuracy": acc, "pairs": n}
+    table = Table(title=f"editworld bench ({len(items)} candidates, {int((label != 0).sum())} non-tied pairs, "
+                        f"{int((label == 0).sum())} tied)")
+    table.add_column("method"), table.add_column("pairwise acc (non-tied)", justify="right")
+    for name, r in results.items():
+        table.add_row(name, f"{100 * r['pairwise_accuracy']:.2f}%")
+    Console().print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "editworld_eval.json").write_text(json.dumps({"checkpoint": str(checkpoint), "data": str(data),
+                                                         "results": results}, indent=1))
+    return results
+
+
+__all__ = ["BenchItem", "load_bench_items", "human_pairs", "accuracy_non_tied", "score_items", "model_scorer",
+           "pixel_heuristic_scorer", "random_scorer", "untrained_like", "run_editworld_eval"]

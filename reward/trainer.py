@@ -1,0 +1,409 @@
+"""Reward-model training loop: one readable function in labelled sections.
+
+    setup -> data -> model, optimiser, schedule -> resume -> loop (forward 2B sequences, loss, step,
+    log, validate, checkpoint) -> final model + training curve
+
+Data order is a pure function of (seed, epoch) and the optimiser step, so a run resumed from a
+checkpoint (model via ``save_checkpoint``, optimiser tensors in safetensors + JSON metadata, RNG states,
+step) continues with exactly the loss curve it would have had without interruption. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editrl.config import config_to_dict, save_config
+from editrl.metrics import MetricsSink
+from reward.data import (PairCollator, PairDataset, PreferencePair, epoch_order, load_pairs, split_by_group,
+                         subsample, training_samples)
+from reward.train_config import RewardTrainConfig
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    out_dir: Path
+    final_dir: Path | None
+    last_checkpoint: Path | None
+    step: int
+    losses: list[float] = field(default_factory=list)  # training loss of every optimiser step run in this call
+    val_accuracy: float | None = None
+
+
+# ---- model glue (the reward package's public API) ------------------------------------------------
+
+def build_model(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
+    """A fresh reward model and its processor from the model config (local checkpoint or tiny-from-config)."""
+    from reward.model import build_reward_model
+
+    return build_reward_model(model_cfg)
+
+
+def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The configured objective on a batch whose rows [0, B) are winners and [B, 2B) losers; mu, log_sigma (2B, D)."""
+    from reward import loss as L
+
+    b = mu.shape[0] // 2
+    kind, agg = cfg.data.loss, cfg.model.aggregation
+    if kind == "uncertainty":
+        return L.ranking_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:], aggregation=agg,
+                              estimator=cfg.data.estimator)
+    if kind == "bradley_terry":
+        return L.bradley_terry_loss(mu[:b], mu[b:], aggregation=agg)
+    return L.pointwise_loss(mu, scores)
+
+
+def aggregate_scores(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> torch.Tensor:
+    """One ranking score per row (B,) from per-dimension Gaussians (B, D)."""
+    from reward.loss import aggregate
+
+    return aggregate(mu, log_sigma, how)[0]
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------
+
+def save_training_state(ckpt_dir: Path, model: torch.nn.Module, processor: Any, cfg: RewardTrainConfig,
+                        optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> Path:
+    """Write a resumable checkpoint: the model (save_checkpoint), optimiser, scheduler, RNG states, step."""
+    from safetensors.torch import save_file
+
+    from reward.model import save_checkpoint
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, processor, cfg.model, ckpt_dir, extra={"train_step": state["step"]})
+    tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(tensors, str(ckpt_dir / "optimizer.safetensors"))
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"torch_cuda_{i}"] = s
+    save_file(rng, str(ckpt_dir / "rng.safetensors"))
+    trainer_state = {**state, "optimizer": meta, "scheduler": scheduler.state_dict(),
+                     "python_random": _jsonable_random_state(random.getstate())}
+    (ckpt_dir / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1, default=_no_callables))
+    return ckpt_dir
+
+
+def load_training_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any) -> dict[str, Any]:
+    """Restore what save_training_state wrote into live objects; returns the trainer state (step, ...)."""
+    from safetensors.torch import load_file
+
+    from editrl.io import DataError
+    from reward.model import load_checkpoint
+
+    state_path = ckpt_dir / "trainer_state.json"
+    if not state_path.is_file():
+        raise DataError(ckpt_dir, "not a resumable checkpoint (trainer_state.json missing)")
+    loaded = load_checkpoint(ckpt_dir)
+    loaded_model = loaded[0] if isinstance(loaded, tuple) else getattr(loaded, "model", loaded)
+    model.load_state_dict(loaded_model.state_dict())
+    state = json.loads(state_path.read_text())
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(ckpt_dir / "optimizer.safetensors")),
+                                                   state.pop("optimizer")))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    rng = load_file(str(ckpt_dir / "rng.safetensors"))
+    torch.set_rng_state(rng["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+    random.setstate(_python_random_state(state.pop("python_random")))
+    return state
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The highest-step ``checkpoints/step-N`` folder of a run, if any."""
+    ckpts = sorted((out_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """torch optimiser state -> (tensors for safetensors, JSON metadata): state.<param>.<name> keys."""
+    tensors, scalars = {}, {}
+    for pid, pstate in sd["state"].items():
+        for name, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _jsonable_random_state(s: tuple) -> list:
+    return [s[0], list(s[1]), s[2]]
+
+
+def _python_random_state(s: list) -> tuple:
+    return (s[0], tuple(s[1]), s[2])
+
+
+def _no_callables(obj: Any) -> Any:
+    return None  # schedulers keep their lambdas in code, not in state
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+def prepare_pairs(cfg: RewardTrainConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Training samples (ties handled, subset taken) and non-tied validation pairs, from the config."""
+    d = cfg.data
+    pairs = load_pairs(d.train, d.image_root)
+    if d.val is not None:
+        train_pairs, val_pairs = pairs, load_pairs(d.val, d.image_root)
+    else:
+        train_pairs, val_pairs = split_by_group(pairs, d.val_fraction, cfg.train.seed)
+    train_samples = training_samples(subsample(train_pairs, d.max_pairs, cfg.train.seed), d.tie_disentangle)
+    val_samples = [p for p in val_pairs if not p.tie]
+    if d.max_val_pairs is not None:
+        val_samples = subsample(val_samples, d.max_val_pairs, cfg.train.seed)
+    if not train_samples:
+        from editrl.io import DataError
+
+        raise DataError(d.train, "no usable training pairs (all tied and not disentanglable?)")
+    return train_samples, val_samples
+
+
+@torch.no_grad()
+def pairwise_accuracy_on(model: torch.nn.Module, dataset: PairDataset, collate: PairCollator, batch_size: int,
+                         aggregation: str, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean loss-free margin) of the model on non-tied pairs: share with score(winner) > score(loser)."""
+    was_training = model.training
+    model.eval()
+    correct, margin, n = 0, 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch, _ = collate(items)
+        out = model(**batch.to(device))
+        s = aggregate_scores(out.mu.float(), out.log_sigma.float(), aggregation)  # (2B,)
+        b = len(items)
+        diff = s[:b] - s[b:]
+        correct += int((diff > 0).sum())
+        margin += float(diff.sum())
+        n += b
+    model.train(was_training)
+    return correct / max(n, 1), margin / max(n, 1)
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: bool = True) -> TrainResult:
+    """Train a reward model as configured; ``stop_at_step`` interrupts (with a checkpoint) for resume tests."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    t = cfg.train
+    out_dir = Path(cfg.out_dir)
+
+    # ---- setup: accelerator, threads, seed, resolved config ----------------------------------------
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    use_cuda = torch.cuda.is_available()
+    ds_plugin = None
+    if t.deepspeed:
+        ds_config = json.loads(Path(t.deepspeed).read_text())
+        ds_config["train_micro_batch_size_per_gpu"] = t.batch_size  # pairs (2 sequences each)
+        ds_config["gradient_accumulation_steps"] = t.grad_accum
+        if ds_config.get("gradient_clipping") == "auto":
+            ds_config["gradient_clipping"] = t.max_grad_norm
+        ds_plugin = DeepSpeedPlugin(hf_ds_config=ds_config)
+    accelerator = Accelerator(mixed_precision="bf16" if (t.bf16 and use_cuda) else "no",
+                              gradient_accumulation_steps=t.grad_accum, cpu=not use_cuda, deepspeed_plugin=ds_plugin)
+    set_seed(t.seed)
+    is_main = accelerator.is_main_process
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+
+    # ---- data: pairs -> samples -> deterministic micro-batches ---------------------------------------
+    train_samples, val_samples = prepare_pairs(cfg)
+    train_set, val_set = PairDataset(train_samples), PairDataset(val_samples)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_per_epoch = len(train_set) // (t.batch_size * world)
+    if micro_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training samples are fewer than one batch of {t.batch_size} x {world}")
+    total_steps = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * micro_per_epoch / t.grad_accum))
+
+    # ---- model, optimiser, schedule --------------------------------------------------------------------
+    model, processor = build_model(cfg.model)
+    from reward.inputs import RewardInputBuilder
+
+    collate = PairCollator(RewardInputBuilder(processor, cfg.model))
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and "head" in n]
+    body_params = [p for n, p in model.named_parameters() if p.requires_grad and "head" not in n]
+    groups = [{"params": body_params, "lr": t.lr}, {"params": head_params, "lr": t.head_lr or t.lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas),
+                                  weight_decay=t.weight_decay)
+    scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    # ---- resume ------------------------------------------------------------------------------------
+    step, elapsed_before = 0, 0.0
+    resume_dir = latest_checkpoint(out_dir) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
+    if resume_dir is not None:
+        state = load_training_state(resume_dir, accelerator.unwrap_model(model), optimizer, scheduler)
+        step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
+        if is_main:
+            print(f"resumed from {resume_dir} at step {step}")
+
+    sink = MetricsSink(out_dir, wandb_project=cfg.wandb_project, config=config_to_dict(cfg)) if is_main else None
+    if is_main:
+        print(f"reward train: {len(train_set)} training samples, {len(val_set)} validation pairs, "
+              f"{total_steps} steps of {t.batch_size}x{t.grad_accum}x{world} pairs; "
+              f"{n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable) on {device}")
+
+    def micro_batch(m: int) -> list[dict[str, Any]]:
+        """Global micro-batch m -> this process's B pairs (epoch = m // micro_per_epoch)."""
+        epoch, k = divmod(m, micro_per_epoch)
+        order = epoch_order(len(train_set), t.seed, epoch)
+        start = (k * world + rank) * t.batch_size
+        return [train_set[i] for i in order[start:start + t.batch_size]]
+
+    def checkpoint(at_step: int, elapsed: float) -> Path:
+        ckpt = out_dir / "checkpoints" / f"step-{at_step:06d}"
+        if is_main:
+            save_training_state(ckpt, accelerator.unwrap_model(model), processor, cfg, optimizer, scheduler,
+                                {"step": at_step, "elapsed_s": elapsed, "total_steps": total_steps})
+        accelerator.wait_for_everyone()
+        return ckpt
+
+    # ---- loop --------------------------------------------------------------------------------------
+    model.train()
+    losses: list[float] = []
+    last_ckpt: Path | None = None
+    val_acc: float | None = None
+    t_start = time.perf_counter()
+    t_log, pairs_since_log = t_start, 0
+    bar = tqdm(total=total_steps, initial=step, desc="reward train", disable=not (progress and is_main), dynamic_ncols=True)
+    interrupted = False
+    while step < total_steps:
+        step_loss, step_acc = 0.0, 0.0
+        sigma_sum = None
+        for a in range(t.grad_accum):
+            items = micro_batch(step * t.grad_accum + a)
+            batch, scores = collate(items)                        # 2B sequences: winners, then losers
+            with accelerator.accumulate(model):
+                out = model(**batch.to(device))                   # mu, log_sigma: (2B, D)
+                mu, log_sigma = out.mu.float(), out.log_sigma.float()
+                loss = pair_loss(cfg, mu, log_sigma, scores.to(device))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                s = aggregate_scores(mu, log_sigma, cfg.model.aggregation)   # (2B,)
+                b = len(items)
+                step_acc += float((s[:b] > s[b:]).float().mean()) / t.grad_accum
+                sig = log_sigma.exp().mean(0)                     # (D,)
+                sigma_sum = sig if sigma_sum is None else sigma_sum + sig
+            step_loss += float(loss.detach()) / t.grad_accum
+        scheduler.step()
+        step += 1
+        losses.append(step_loss)
+        pairs_since_log += t.batch_size * t.grad_accum * world
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", acc=f"{step_acc:.2f}")
+        elapsed = elapsed_before + time.perf_counter() - t_start
+
+        # ---- log -----------------------------------------------------------------------------------
+        if sink is not None and (step % t.log_every == 0 or step == total_steps):
+            now = time.perf_counter()
+            row = {"train/loss": step_loss, "train/acc": step_acc, "train/lr": scheduler.get_last_lr()[0],
+                   "train/pairs_per_s": pairs_since_log / max(now - t_log, 1e-9), "train/elapsed_s": elapsed}
+            if t.max_grad_norm > 0:
+                row["train/grad_norm"] = float(grad_norm)
+            for d, v in enumerate((sigma_sum / t.grad_accum).tolist()):
+                row[f"train/sigma_mean_d{d}"] = v
+            sink.log(row, step=step)
+            t_log, pairs_since_log = now, 0
+
+        # ---- validate ------------------------------------------------------------------------------
+        out_of_time = t.time_budget_minutes is not None and elapsed >= 60.0 * t.time_budget_minutes
+        finishing = step == total_steps or out_of_time or step == stop_at_step
+        if len(val_set) and ((t.eval_every and step % t.eval_every == 0) or finishing):
+            val_acc, val_margin = pairwise_accuracy_on(accelerator.unwrap_model(model), val_set, collate,
+                                                       2 * t.batch_size, cfg.model.aggregation, device)
+            if sink is not None:
+                sink.log({"val/acc": val_acc, "val/margin": val_margin}, step=step)
+            if is_main:
+                bar.write(f"step {step}: val acc {val_acc:.4f} (loss {step_loss:.4f})")
+
+        # ---- checkpoint ----------------------------------------------------------------------------
+        if (t.save_every and step % t.save_every == 0) or finishing:
+            last_ckpt = checkpoint(step, elapsed)
+        if out_of_time or step == stop_at_step:
+            interrupted = step == stop_at_step and step < total_steps
+            if is_main and out_of_time:
+                print(f"time budget of {t.time_budget_minutes} min reached at step {step}/{total_steps}")
+            break
+    bar.close()
+
+    # ---- final model + training curve ------------------------------------------------------------------
+    final_dir = None
+    if is_main and not interrupted:
+        from reward.model import save_checkpoint
+
+        final_dir = out_dir / "final"
+        save_checkpoint(accelerator.unwrap_model(model), processor, cfg.model, final_dir,
+                        extra={"train_step": step, "val_accuracy": val_acc})
+    if sink is not None:
+        sink.close()
+        plot_training_curve(out_dir / "metrics.jsonl", out_dir / "training_curve.png")
+    return TrainResult(out_dir=out_dir, final_dir=final_dir, last_checkpoint=last_ckpt, step=step, losses=losses,
+                       val_accuracy=val_acc)
+
+
+def plot_training_curve(metrics_path: Path, png_path: Path) -> Path | None:
+    """Training loss and accuracy, and validation accuracy, against the optimiser step (PNG, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from editrl.metrics import read_metrics
+
+    if not metrics_path.is_file():
+        return None
+    rows = read_metrics(metrics_path)
+    tr = [r for r in rows if r.get("train/loss") is not None]
+    va = [r for r in rows if r.get("val/acc") is not None]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot([r["step"] for r in tr], [r["train/loss"] for r in tr], label="train loss")
+    ax1.set_xlabel("step"), ax1.set_ylabel("loss"), ax1.legend()
+    ax2.plot([r["step"] for r in tr], [r["train/acc"] for r in tr], label="train acc (batch)", alpha=0.6)
+    ax2.plot([r["step"] for r in va], [r["val/acc"] for r in va], "o-", label="val acc (non-tied)")
+    ax2.set_xlabel("step"), ax2.set_ylabel("pairwise accuracy"), ax2.set_ylim(0, 1), ax2.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
+__all__ = ["TrainResult", "train", "build_model", "pair_loss", "prepare_pairs", "pairwise_accuracy_on",
+           "save_training_state", "load_training_state", "latest_checkpoint", "plot_training_curve"]
