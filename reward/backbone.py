@@ -112,8 +112,7 @@ def ensure_reward_token(processor: Any, reward_token: str) -> int:
     """Add the reward token to the processor's tokenizer if it lacks it; returns its id."""
     tokenizer = processor.tokenizer
     if reward_token not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [reward_token]},
-                                     replace_additional_special_tokens=False)
+        tokenizer.add_tokens([reward_token], special_tokens=True)
     tokenizer.padding_side = "right"
     return tokenizer.convert_tokens_to_ids(reward_token)
 

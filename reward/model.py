@@ -106,7 +106,10 @@ class EditRewardModel(nn.Module):
             for p in self.core.visual.parameters():
                 p.requires_grad = False
         if cfg.gradient_checkpointing:
-            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(self.backbone, "activation_checkpointing_enable"):  # the transformers >= 5.x name
+                self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # -- pieces --------------------------------------------------------------------------------------
     def rope_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mm_token_type_ids: torch.Tensor,
