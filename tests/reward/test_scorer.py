@@ -1,0 +1,112 @@
+"""RewardScorer: batched scoring, shared-prefix groups equal to full recomputation, bad items, checkpoints, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from editrl.cli import main
+from reward.config import RewardModelConfig
+from reward.model import build_reward_model, save_checkpoint
+from reward.scorer import EditInput, RewardScorer, ScoredEdit
+
+DIMS = ("instruction_following", "visual_quality")
+
+
+def _image(w: int, h: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    torch.manual_seed(0)
+    cfg = RewardModelConfig()
+    model, processor = build_reward_model(cfg)
+    return RewardScorer(model, processor, cfg, batch_size=4)
+
+
+def _full(scorer: RewardScorer, source, instruction, edited) -> list[ScoredEdit]:
+    return scorer.score([EditInput(source, instruction, e) for e in edited])
+
+
+def _assert_same(a: ScoredEdit, b: ScoredEdit, atol: float = 1e-4) -> None:
+    assert a.error is None and b.error is None
+    for d in DIMS:
+        assert abs(a.mu[d] - b.mu[d]) <= atol and abs(a.sigma[d] - b.sigma[d]) <= atol
+    assert abs(a.score - b.score) <= atol and abs(a.score_sigma - b.score_sigma) <= atol
+
+
+@pytest.mark.parametrize("sizes", [[(32, 32)], [(32, 32), (64, 32), (28, 84)]])
+def test_shared_prefix_group_equals_full_recompute(scorer, sizes):
+    source, instruction = _image(48, 32, 0), "recolour the red circle to blue"
+    edited = [_image(w, h, 10 + i) for i, (w, h) in enumerate(sizes)]
+    grouped = scorer.score_group(source, instruction, edited)
+    full = _full(scorer, source, instruction, edited)
+    assert len(grouped) == len(edited)
+    for g, f in zip(grouped, full):
+        _assert_same(g, f, atol=1e-4)
+    if len(edited) > 1:  # the comparison is meaningful: candidates get clearly different scores
+        assert max(abs(a.score - b.score) for a in full for b in full) > 1e-3
+
+
+def test_groups_with_different_prefix_lengths_batched_together(scorer):
+    groups = [
+        (_image(32, 32, 1), "remove the green square", [_image(32, 32, 2), _image(56, 28, 3)]),
+        (_image(80, 40, 4), "move the yellow star to the top left corner", [_image(32, 32, 5)] * 2 + [_image(40, 40, 6)]),
+        (_image(32, 64, 7), "add a blue circle", [_image(32, 64, 8)]),
+    ]
+    batched = scorer.score_groups(groups)  # batch_size 4: prefixes in one batch, candidates in chunks of 4
+    assert [len(r) for r in batched] == [2, 3, 1]
+    for (source, instruction, edited), results in zip(groups, batched):
+        for g, f in zip(results, _full(scorer, source, instruction, edited)):
+            _assert_same(g, f, atol=1e-4)
+
+
+def test_bad_items_are_reported_and_the_rest_scored(tmp_path, scorer):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not a png")
+    good_src, good_ed = _image(32, 32, 1), _image(32, 32, 2)
+    items = [EditInput(good_src, "add a red star", good_ed), EditInput(good_src, "add a red star", str(broken)),
+             EditInput(good_src, "  ", good_ed), EditInput(str(tmp_path / "missing.png"), "add a star", good_ed)]
+    results = scorer.score(items)
+    assert results[0].error is None and math.isfinite(results[0].score)
+    assert "broken.png" in results[1].error and math.isnan(results[1].score)
+    assert "instruction" in results[2].error and "empty" in results[2].error
+    assert "missing.png" in results[3].error
+    _assert_same(results[0], scorer.score(items[:1])[0], atol=1e-6)
+
+    grouped = scorer.score_groups([(good_src, "add a red star", [good_ed, str(broken)]), (good_src, "", [good_ed])])
+    assert grouped[0][0].error is None and "broken.png" in grouped[0][1].error
+    assert "empty" in grouped[1][0].error
+    _assert_same(grouped[0][0], results[0], atol=1e-4)
+
+
+def test_from_checkpoint_scores_identically_and_aggregates(tmp_path, scorer):
+    ckpt = save_checkpoint(scorer.model, scorer.processor, scorer.cfg, tmp_path / "ckpt")
+    loaded = RewardScorer.from_checkpoint(ckpt, device="cpu")
+    source, edited = _image(32, 32, 3), [_image(32, 32, 4), _image(48, 32, 5)]
+    for a, b in zip(scorer.score_group(source, "add a star", edited), loaded.score_group(source, "add a star", edited)):
+        assert a == b
+    r = a
+    assert r.score == pytest.approx(sum(r.mu.values()) / 2, abs=1e-6)  # mean aggregation
+    assert r.score_sigma == pytest.approx(math.sqrt(sum(s * s for s in r.sigma.values())) / 2, abs=1e-6)
+
+
+def test_cli_score_prints_a_table(tmp_path, scorer, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps cells at the captured terminal's default width
+    ckpt = save_checkpoint(scorer.model, scorer.processor, scorer.cfg, tmp_path / "ckpt")
+    paths = []
+    for i, name in enumerate(["src.png", "a.png", "b.png"]):
+        _image(32, 32, i).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    code = main(["reward", "score", "--checkpoint", str(ckpt), "--source", paths[0], "--instruction",
+                 "remove the red circle", "--edited", paths[1], paths[2]])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "a.png" in out and "b.png" in out and "visual_quality" in out and "score" in out
+    expected = scorer.score_group(paths[0], "remove the red circle", paths[1:])
+    assert f"{expected[0].score:.3f}" in out
