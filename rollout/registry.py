@@ -1,0 +1,140 @@
+"""Editor specs -> Editor objects: ``load_editor("flux-kontext:/ckpt")`` and friends.
+
+A spec is one of
+
+- ``editworld-tiny`` (the shipped tiny editor) or a folder holding a tiny editor;
+- ``flux-kontext:/path``, ``qwen-image-edit:/path``, ``step1x-edit:/path`` (local diffusers checkpoint folders);
+- a bare path: the kind is read from the folder's ``model_index.json`` ``_class_name``; a folder without one is
+  taken to be a tiny editor.
+
+Hub ids are never accepted: every path must be a local folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from editrl.io import DataError
+
+# diffusers pipeline class name (model_index.json ``_class_name``) -> spec prefix
+PIPELINE_KINDS: dict[str, str] = {
+    "FluxKontextPipeline": "flux-kontext",
+    "QwenImageEditPipeline": "qwen-image-edit",
+    "Step1XEditPipeline": "step1x-edit",
+}
+TINY_NAMES = ("editworld-tiny", "tiny")
+
+
+def read_model_index(path: str | Path) -> dict[str, Any]:
+    """The ``model_index.json`` of a local diffusers checkpoint folder; a clear DataError when it is not one."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(folder, "editor checkpoint must be a local folder (hub ids are not fetched here)")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise DataError(index, "not a diffusers pipeline folder: model_index.json is missing")
+    try:
+        data = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(index, f"malformed JSON ({err.msg} at line {err.lineno})") from err
+    if not isinstance(data, dict) or "_class_name" not in data:
+        raise DataError(index, "missing the pipeline class name", field="_class_name")
+    return data
+
+
+def check_pipeline_folder(path: str | Path, expected_class: str, components: tuple[str, ...]) -> Path:
+    """Validate that ``path`` holds a ``expected_class`` checkpoint with the given component folders."""
+    folder = Path(path)
+    data = read_model_index(folder)
+    if data["_class_name"] != expected_class:
+        raise DataError(folder / "model_index.json",
+                        f"expected a {expected_class} checkpoint, found {data['_class_name']}", field="_class_name")
+    for name in components:
+        if not (folder / name).is_dir():
+            raise DataError(folder, f"component folder {name!r} is missing (listed in model_index.json: "
+                                    f"{name in data})")
+    return folder
+
+
+def detect_kind(path: str | Path) -> str:
+    """The spec prefix for a checkpoint folder: from ``model_index.json``, or ``tiny`` when it has none."""
+    folder = Path(path)
+    if not folder.exists():
+        raise DataError(folder, "editor checkpoint folder not found")
+    if not (folder / "model_index.json").is_file():
+        return "tiny"
+    cls = read_model_index(folder)["_class_name"]
+    if cls not in PIPELINE_KINDS:
+        raise DataError(folder / "model_index.json", f"unsupported editor pipeline {cls!r}; supported: "
+                        f"{', '.join(PIPELINE_KINDS)}", field="_class_name")
+    return PIPELINE_KINDS[cls]
+
+
+def _load_tiny(path: str | None, **kw: Any) -> Any:
+    from rollout.tiny_editor import TinyEditor
+
+    if path is None:
+        return TinyEditor.from_pretrained(**kw) if _accepts_no_path(TinyEditor) else \
+            TinyEditor.from_pretrained(_shipped_tiny_dir(), **kw)
+    return TinyEditor.from_pretrained(path, **kw)
+
+
+def _accepts_no_path(cls: Any) -> bool:
+    import inspect
+
+    params = list(inspect.signature(cls.from_pretrained).parameters.values())
+    return not params or params[0].default is not inspect.Parameter.empty
+
+
+def _shipped_tiny_dir() -> Path:
+    return Path(__file__).resolve().parent / "weights" / "editworld-tiny"
+
+
+def _load_flux_kontext(path: str, **kw: Any) -> Any:
+    from rollout.flux_kontext import FluxKontextEditor
+
+    return FluxKontextEditor.from_pretrained(path, **kw)
+
+
+def _load_qwen_image_edit(path: str, **kw: Any) -> Any:
+    from rollout.qwen_image_edit import QwenImageEditEditor
+
+    return QwenImageEditEditor.from_pretrained(path, **kw)
+
+
+def _load_step1x_edit(path: str, **kw: Any) -> Any:
+    from rollout.step1x_edit import Step1XEditEditor
+
+    return Step1XEditEditor.from_pretrained(path, **kw)
+
+
+LOADERS: dict[str, Callable[..., Any]] = {
+    "flux-kontext": _load_flux_kontext,
+    "qwen-image-edit": _load_qwen_image_edit,
+    "step1x-edit": _load_step1x_edit,
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split an editor spec into ``(kind, path)``; ``kind`` is ``tiny`` or a key of ``LOADERS``."""
+    spec = spec.strip()
+    if spec in TINY_NAMES:
+        return "tiny", None
+    for kind in (*LOADERS, "tiny", "editworld-tiny"):
+        if spec.startswith(kind + ":"):
+            path = spec[len(kind) + 1:]
+            if not path:
+                raise ValueError(f"editor spec {spec!r} names no checkpoint folder after '{kind}:'")
+            return ("tiny" if kind == "editworld-tiny" else kind), path
+    return detect_kind(spec), spec
+
+
+def load_editor(spec: str, **kw: Any) -> Any:
+    """An ``Editor`` for ``spec`` (see the module docstring); ``kw`` go to the adapter's ``from_pretrained``
+    (e.g. ``dtype``, ``device``)."""
+    kind, path = parse_spec(spec)
+    if kind == "tiny":
+        return _load_tiny(path, **kw)
+    return LOADERS[kind](path, **kw)
