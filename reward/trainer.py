@@ -204,6 +204,26 @@ def pairwise_accuracy_on(model: torch.nn.Module, dataset: PairDataset, collate: 
     return correct / max(n, 1), margin / max(n, 1)
 
 
+class MicroBatches(torch.utils.data.Dataset):
+    """Global micro-batch index m -> this process's collated B pairs; epoch = m // micro_per_epoch, order from (seed, epoch)."""
+
+    def __init__(self, pairs: PairDataset, collate: PairCollator, batch_size: int, micro_per_epoch: int, seed: int,
+                 world: int = 1, rank: int = 0) -> None:
+        self.pairs, self.collate, self.batch_size = pairs, collate, batch_size
+        self.micro_per_epoch, self.seed, self.world, self.rank = micro_per_epoch, seed, world, rank
+        self._order: tuple[int, list[int]] | None = None
+
+    def indices(self, m: int) -> list[int]:
+        epoch, k = divmod(m, self.micro_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.pairs), self.seed, epoch))
+        start = (k * self.world + self.rank) * self.batch_size
+        return self._order[1][start:start + self.batch_size]
+
+    def __getitem__(self, m: int):
+        return self.collate([self.pairs[i] for i in self.indices(m)])
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: bool = True) -> TrainResult:
@@ -277,13 +297,6 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
               f"{total_steps} steps of {t.batch_size}x{t.grad_accum}x{world} pairs; "
               f"{n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable) on {device}")
 
-    def micro_batch(m: int) -> list[dict[str, Any]]:
-        """Global micro-batch m -> this process's B pairs (epoch = m // micro_per_epoch)."""
-        epoch, k = divmod(m, micro_per_epoch)
-        order = epoch_order(len(train_set), t.seed, epoch)
-        start = (k * world + rank) * t.batch_size
-        return [train_set[i] for i in order[start:start + t.batch_size]]
-
     def checkpoint(at_step: int, elapsed: float) -> Path:
         ckpt = out_dir / "checkpoints" / f"step-{at_step:06d}"
         if is_main:
@@ -293,6 +306,11 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
         return ckpt
 
     # ---- loop --------------------------------------------------------------------------------------
+    # micro-batch m (global, across epochs) is a pure function of (seed, m): a resumed run starts at m = step * accum
+    micro = MicroBatches(train_set, collate, t.batch_size, micro_per_epoch, t.seed, world, rank)
+    batches = iter(torch.utils.data.DataLoader(micro, sampler=range(step * t.grad_accum, total_steps * t.grad_accum),
+                                               batch_size=None, num_workers=cfg.data.num_workers,
+                                               generator=torch.Generator().manual_seed(t.seed)))  # not the global RNG
     model.train()
     losses: list[float] = []
     last_ckpt: Path | None = None
@@ -305,8 +323,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
         step_loss, step_acc = 0.0, 0.0
         sigma_sum = None
         for a in range(t.grad_accum):
-            items = micro_batch(step * t.grad_accum + a)
-            batch, scores = collate(items)                        # 2B sequences: winners, then losers
+            batch, scores = next(batches)                         # 2B sequences: winners, then losers
             with accelerator.accumulate(model):
                 out = model(**batch.to(device))                   # mu, log_sigma: (2B, D)
                 mu, log_sigma = out.mu.float(), out.log_sigma.float()
@@ -318,7 +335,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
                 optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 s = aggregate_scores(mu, log_sigma, cfg.model.aggregation)   # (2B,)
-                b = len(items)
+                b = scores.shape[0] // 2
                 step_acc += float((s[:b] > s[b:]).float().mean()) / t.grad_accum
                 sig = log_sigma.exp().mean(0)                     # (D,)
                 sigma_sum = sig if sigma_sum is None else sigma_sum + sig
