@@ -288,8 +288,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
         raise DataError(cfg_path, str(err)) from err
     processor = load_processor(path, model_cfg)
     reward_id = ensure_reward_token(processor, model_cfg.reward_token)
+    from accelerate import init_empty_weights
+
     try:
-        backbone = backbone_from_config(json.loads(arch.read_text()), model_cfg)
+        with init_empty_weights():  # parameters on "meta" (no random init of billions of weights); buffers real
+            backbone = backbone_from_config(json.loads(arch.read_text()), model_cfg)
     except (ValueError, KeyError) as err:
         raise DataError(arch, f"cannot build the backbone: {err}") from err
     model = EditRewardModel(backbone, model_cfg, reward_id)
@@ -312,7 +315,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
             raise DataError(weights, f"tensor {key!r} has shape {tuple(state[key].shape)} in the file but the model "
                                      f"(reward_config.yaml) expects {tuple(tensor.shape)}", field=key)
         state[key] = state[key].to(tensor.dtype)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
     model.processor = processor
     if device is not None:
         model.to(device)

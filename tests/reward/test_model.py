@@ -144,6 +144,9 @@ def test_checkpoint_round_trip_gives_identical_scores(tmp_path, tiny, batch):
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "reward_config.yaml").is_file()
     loaded, loaded_processor, loaded_cfg = load_checkpoint(ckpt)
     assert loaded_cfg == cfg and isinstance(loaded, EditRewardModel)
+    tensors = list(loaded.parameters()) + list(loaded.buffers())
+    assert not any(t.is_meta for t in tensors)  # built on "meta", every weight and buffer is real after loading
+    assert all(p.dtype == torch.float32 for p in loaded.heads.parameters())
     reloaded_inputs = RewardInputBuilder(loaded_processor, loaded_cfg)(*_raw(batch))
     assert torch.equal(reloaded_inputs["input_ids"], batch[0]["input_ids"])
     with torch.no_grad():
