@@ -151,7 +151,11 @@ def error_unit_result(unit: Unit, message: str) -> Any:
 class RewardReplica:
     """One scorer, loaded once; scores a batch of units and isolates failures to the units that caused them."""
 
-    def __init__(self, spec: ScorerSpec) -> None:
+    def __init__(self, spec: ScorerSpec | bytes) -> None:
+        if isinstance(spec, bytes):  # the dispatcher forwards the spec pickled, so it never imports the scorer's code
+            import ray
+
+            spec = ray.cloudpickle.loads(spec)
         self.scorer = spec.build()
         self.pid = os.getpid()
         self.batches = 0
@@ -281,7 +285,7 @@ _COUNTERS = ("requests", "duplicate_requests", "edits_submitted", "batches", "ed
 class RewardDispatcher:
     """Holds the request queue, forms batches across callers and drives the replicas (run as an async Ray actor)."""
 
-    def __init__(self, spec: ScorerSpec, cfg: ServiceConfig, placement_group: Any = None) -> None:
+    def __init__(self, spec: ScorerSpec | bytes, cfg: ServiceConfig, placement_group: Any = None) -> None:
         self.spec, self.cfg, self.placement_group = spec, cfg.validate(), placement_group
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_edits = 0
@@ -293,6 +297,7 @@ class RewardDispatcher:
         self._cond: asyncio.Condition | None = None
         self._idle: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
+        self._busy: set[int] = set()  # replica slots with a batch in flight
         self._started = False
         self._closing = False
         self._sink = None
@@ -451,19 +456,23 @@ class RewardDispatcher:
         for it in batch:
             self._lat["queue_wait_s"].append(started - it.enqueued_at)
         replica = self._replicas[slot]
+        self._busy.add(slot)
         try:
             out = await replica.score_units.remote([it.unit for it in batch])
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+            self._busy.discard(slot)
             self._counters["replica_failures"] += 1
             await self._requeue(batch, f"{type(err).__name__}: {err}")
             asyncio.get_running_loop().create_task(self._recover(slot))
             return
         except Exception as err:  # the replica raised for the whole batch: answer with errors, keep the replica
+            self._busy.discard(slot)
             self._counters["batch_errors"] += 1
             for it in batch:
                 self._deliver(it, error_unit_result(it.unit, f"{type(err).__name__}: {err}"))
             self._idle.put_nowait(slot)
             return
+        self._busy.discard(slot)
         self._idle.put_nowait(slot)
         self._lat["preprocess_s"].append(out["preprocess_s"])
         self._lat["forward_s"].append(out["forward_s"])
@@ -546,6 +555,7 @@ class RewardDispatcher:
             "queue_depth_edits": self._queued_edits,
             "queue_depth_units": len(self._queue),
             "waiting_callers": self._waiting_callers,
+            "busy_replicas": len(self._busy),
             "inflight_requests": len(self._inflight),
             "edits_per_s": self._window["edits"] / elapsed,
             "batch_edits_mean": statistics.fmean(self._batch_sizes) if self._batch_sizes else 0.0,
@@ -606,7 +616,7 @@ class RewardService:
         dispatcher = ray.remote(RewardDispatcher).options(
             name=cfg.name, namespace=cfg.namespace, lifetime=lifetime, num_cpus=0,
             max_concurrency=cfg.max_concurrent_calls, get_if_exists=False,
-        ).remote(spec, cfg, pg)
+        ).remote(ray.cloudpickle.dumps(spec), cfg, pg)
         try:
             info = ray.get(dispatcher.start.remote())
         except Exception:
