@@ -1,0 +1,211 @@
+"""Reward-inference benchmark: the official inference style against ours, on the same model and the same edits.
+
+Rows, all scoring the same N edits (N/16 sources, 16 candidate edits each):
+
+1. ``official-style``: one full forward per dimension, batch size 1 (the official EditReward inference);
+2. ``one pass, batch 1``: both dimensions from one forward, batch size 1;
+3. ``one pass, batched``: both dimensions from one forward, batches of ``batch_size`` (what a replica does
+   with a dynamically formed batch);
+4. ``shared prefix, G=4/8/16``: candidates grouped by source and instruction; the prefix (prompt, source
+   image, instruction) is encoded once per group and its key/value cache reused per candidate.
+
+Every row includes input processing (image resize, tokenisation), as a served request would. The result
+also reports how far each row's scores are from the official-style scores (they compute the same thing).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+QWEN25_VL_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6, vocab_size=152064,
+                         rope_theta=1_000_000.0, mrope_section=[16, 24, 24])
+QWEN25_VL_7B_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31])
+
+
+@dataclass
+class BenchResult:
+    """Throughput of each inference style on one model and one set of edits."""
+
+    device: str
+    model: str
+    items: int
+    tokens_per_edit: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "model": self.model, "items": self.items,
+                "tokens_per_edit": self.tokens_per_edit, "rows": self.rows}
+
+
+# ---- the model under test ---------------------------------------------------------------------------
+def qwen25_vl_7b_config(processor: Any) -> Any:
+    """A ``Qwen2_5_VLConfig`` with the dimensions of Qwen2.5-VL-7B, wired to ``processor``'s special tokens."""
+    from transformers import Qwen2_5_VLConfig
+
+    t = dict(QWEN25_VL_7B_TEXT)
+    tok = processor.tokenizer
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in
+           [("image", "<|image_pad|>"), ("video", "<|video_pad|>"), ("vstart", "<|vision_start|>"),
+            ("vend", "<|vision_end|>"), ("eos", "<|endoftext|>"), ("im_end", "<|im_end|>")]}
+    if len(tok) > t["vocab_size"]:
+        raise ValueError(f"tokenizer has {len(tok)} tokens, more than the 7B vocabulary {t['vocab_size']}")
+    text_config = dict(
+        vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
+        num_hidden_layers=t["num_hidden_layers"], num_attention_heads=t["num_attention_heads"],
+        num_key_value_heads=t["num_key_value_heads"], max_position_embeddings=t["max_position_embeddings"],
+        rms_norm_eps=t["rms_norm_eps"],
+        rope_parameters={"rope_type": "default", "rope_theta": t["rope_theta"], "mrope_section": t["mrope_section"]},
+        bos_token_id=ids["eos"], eos_token_id=ids["im_end"], pad_token_id=ids["eos"], use_cache=True,
+    )
+    return Qwen2_5_VLConfig(text_config=text_config, vision_config=dict(QWEN25_VL_7B_VISION),
+                            image_token_id=ids["image"], video_token_id=ids["video"],
+                            vision_start_token_id=ids["vstart"], vision_end_token_id=ids["vend"])
+
+
+def full_shapes_model_config() -> Any:
+    """Reward-model settings of a real 7B run: 448x448 images, the appendix A.9 rubric, bf16, official head widths."""
+    from reward.config import RewardModelConfig
+
+    return RewardModelConfig(pixel_area=448 * 448, prompt="rubric", dtype="bfloat16", head_width=1024,
+                             head_bottleneck=16, attn_implementation="sdpa")
+
+
+def build_bench_scorer(checkpoint: str | None = None, *, device: str = "cpu", full_shapes: bool = False,
+                       batch_size: int = 32) -> tuple[Any, str]:
+    """The scorer to benchmark and a label: a checkpoint, the tiny model (random weights), or a 7B-shaped one."""
+    import torch
+
+    from reward.scorer import RewardScorer
+
+    if checkpoint:
+        return RewardScorer.from_checkpoint(checkpoint, device=device, batch_size=batch_size), f"checkpoint {checkpoint}"
+    if not full_shapes:
+        from reward.config import RewardModelConfig
+        from reward.model import build_reward_model
+
+        cfg = RewardModelConfig()
+        model, processor = build_reward_model(cfg)
+        return RewardScorer(model, processor, cfg, batch_size=batch_size, device=device), "tiny Qwen2.5-VL (random weights)"
+    from transformers import Qwen2_5_VLModel
+
+    from reward.backbone import build_tiny_processor, ensure_reward_token
+    from reward.model import EditRewardModel
+
+    cfg = full_shapes_model_config()
+    processor = build_tiny_processor(None, cfg)
+    reward_id = ensure_reward_token(processor, cfg.reward_token)
+    config = qwen25_vl_7b_config(processor)
+    config._attn_implementation = cfg.attn_implementation
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            backbone = Qwen2_5_VLModel(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    model = EditRewardModel(backbone, cfg, reward_id)
+    return RewardScorer(model, processor, cfg, batch_size=batch_size, device=device), "Qwen2.5-VL-7B shapes (random weights, bf16)"
+
+
+def bench_inputs(items: int, image_size: int, seed: int = 0) -> list[tuple[Any, str, list[Any]]]:
+    """``items`` edits as groups of 16 candidates (random-noise images; inference cost does not depend on content)."""
+    import numpy as np
+    from PIL import Image
+
+    if items % 16:
+        raise ValueError(f"--items must be a multiple of 16, got {items}")
+    rng = np.random.default_rng(seed)
+
+    def image() -> Any:
+        return Image.fromarray(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8))
+
+    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
+    return [(image(), f"recolour the {colours[g % 6]} circle to {colours[(g + 1) % 6]}", [image() for _ in range(16)])
+            for g in range(items // 16)]
+
+
+# ---- the styles ---------------------------------------------------------------------------------------
+def _singles(groups: list) -> list[Any]:
+    from reward.scorer import EditInput
+
+    return [EditInput(src, ins, e) for src, ins, edited in groups for e in edited]
+
+
+def _regroup(groups: list, size: int) -> list:
+    return [(src, ins, edited[i:i + size]) for src, ins, edited in groups for i in range(0, len(edited), size)]
+
+
+def _per_item(scorer: Any, items: list, official: bool) -> list[float]:
+    import torch
+
+    scores = []
+    for item in items:
+        batch = scorer.builder([item.source], [item.instruction], [item.edited]).to(scorer.device)
+        with torch.inference_mode():
+            out = (scorer.model.forward_official_style if official else scorer.model)(**batch)
+        scores += [s.score for s in scorer._to_scored(out.mu, out.log_sigma)]
+    return scores
+
+
+def _timed(fn: Any, device: str) -> tuple[Any, float]:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8, 16), label: str = "",
+              device: str = "cpu", progress: bool = True) -> BenchResult:
+    """Time every style on the same edits; returns edits/s, the ratio to official-style, and score agreement."""
+    items = _singles(groups)
+    first = scorer.builder([items[0].source], [items[0].instruction], [items[0].edited])
+    result = BenchResult(device=device, model=label, items=len(items), tokens_per_edit=int(first["input_ids"].shape[1]))
+    styles: list[tuple[str, Any]] = [
+        ("official-style (2 forwards/edit, batch 1)", lambda its, gs: _per_item(scorer, its, official=True)),
+        ("one pass, batch 1", lambda its, gs: _per_item(scorer, its, official=False)),
+        (f"one pass, batched ({scorer.batch_size})", lambda its, gs: [s.score for s in scorer.score(its)]),
+    ]
+    for g in group_sizes:
+        styles.append((f"shared prefix, G={g}",
+                       lambda its, gs, g=g: [s.score for grp in scorer.score_groups(_regroup(gs, g)) for s in grp]))
+    warm_groups = [(groups[0][0], groups[0][1], groups[0][2][:2])]
+    reference: list[float] | None = None
+    for name, fn in styles:
+        fn(_singles(warm_groups), warm_groups)  # warm-up: kernels, allocator, caches
+        scores, seconds = _timed(lambda: fn(items, groups), device)
+        if reference is None:
+            reference = scores
+        rate = len(items) / seconds
+        result.rows.append({"style": name, "seconds": round(seconds, 4), "edits_per_s": round(rate, 3),
+                            "max_abs_diff_vs_official": max(abs(a - b) for a, b in zip(scores, reference))})
+        if progress:
+            print(f"  {name}: {rate:.2f} edits/s", flush=True)
+    base = result.rows[0]["edits_per_s"]
+    for row in result.rows:
+        row["ratio_to_official"] = round(row["edits_per_s"] / base, 3)
+    return result
+
+
+def print_result(result: BenchResult) -> None:
+    """A rich table of the benchmark rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"reward inference: {result.model} on {result.device}, {result.items} edits, "
+                        f"{result.tokens_per_edit} tokens/edit")
+    for col in ("style", "edits/s", "x official", "max |score diff|"):
+        table.add_column(col, justify="left" if col == "style" else "right")
+    for row in result.rows:
+        table.add_row(row["style"], f"{row['edits_per_s']:.2f}", f"{row['ratio_to_official']:.2f}",
+                      f"{row['max_abs_diff_vs_official']:.2e}")
+    Console().print(table)

@@ -1,0 +1,92 @@
+"""Handlers of ``editrl reward serve`` and ``editrl reward bench`` (heavy imports stay inside the functions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start the reward pool on a local Ray (loopback only, no dashboard) or on the cluster at ``--address``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from reward.service import RewardService, ScorerSpec, ServiceConfig, init_local_ray
+
+    if not Path(args.checkpoint).is_dir():
+        from editrl.io import DataError
+
+        raise DataError(args.checkpoint, "reward checkpoint directory not found")
+    cfg = ServiceConfig(
+        name=args.name, replicas=args.replicas, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
+        placement_strategy=args.placement, detached=args.detached, max_batch_edits=args.max_batch_edits,
+        max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms, max_queue_edits=args.max_queue_edits,
+        metrics_dir=args.metrics_dir, metrics_interval_s=args.metrics_interval, image_area=_checkpoint_image_area(args.checkpoint),
+    ).validate()
+    if args.detached and not args.address:
+        raise SystemExit("editrl: error: --detached needs --address (a local Ray ends with this process)")
+    init_local_ray(args.address)
+    device = args.device or ("cuda" if args.num_gpus > 0 else "cpu")
+    service = RewardService.start(ScorerSpec(checkpoint=str(args.checkpoint), device=device), cfg)
+    console = Console()
+    table = Table(title=f"reward service {cfg.name!r}: {cfg.replicas} replicas ({cfg.placement_strategy})")
+    for col in ("replica", "pid", "gpu ids", "node"):
+        table.add_column(col)
+    for i, info in enumerate(service.replica_info):
+        table.add_row(str(i), str(info.get("pid")), ",".join(info.get("gpu_ids", [])) or "-", str(info.get("node_id", ""))[:12])
+    console.print(table)
+    spec = f"ray://{cfg.name}" + (f"@{args.address}" if args.address else "")
+    console.print(f"clients: make_reward_client({spec!r})  (or RewardClient.connect({cfg.name!r}))")
+    if args.detached:
+        return 0
+    try:
+        while True:
+            time.sleep(args.metrics_interval)
+            s = service.stats()
+            console.print(f"queue {s['queue_depth_edits']:>4}  waiting {s['waiting_callers']:>3}  "
+                          f"edits/s {s['edits_per_s']:.1f}  batches {s['batches']}  mean batch {s['batch_edits_mean']:.1f}  "
+                          f"restarts {s['replicas_restarted_by_ray'] + s['replicas_recreated']}")
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        service.shutdown()
+    return 0
+
+
+def _checkpoint_image_area(checkpoint: str) -> int | None:
+    """Pixels per image the checkpoint's processor resizes to (for the batcher's token estimate)."""
+    path = Path(checkpoint) / "reward_config.yaml"
+    if not path.is_file():
+        return None
+    from editrl.config import load_config
+    from reward.config import RewardModelConfig
+
+    return load_config(RewardModelConfig, path, []).pixel_area
+
+
+def bench(args: argparse.Namespace) -> int:
+    """Official-style vs one-pass vs shared-prefix reward inference, side by side on one model."""
+    import torch
+
+    from reward.bench import bench_inputs, build_bench_scorer, print_result, run_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.full_shapes and args.device != "cuda":
+        raise SystemExit("editrl: error: --full-shapes builds a 7B-parameter model: use --device cuda")
+    image_size = args.image_size or (448 if args.full_shapes else 64)
+    scorer, label = build_bench_scorer(args.checkpoint, device=args.device, full_shapes=args.full_shapes,
+                                       batch_size=args.batch_size)
+    groups = bench_inputs(args.items, image_size, seed=args.seed)
+    print(f"benchmarking {label} on {args.device}: {args.items} edits, {image_size}x{image_size} images", flush=True)
+    result = run_bench(scorer, groups, group_sizes=tuple(args.group_sizes), label=label, device=args.device)
+    print_result(result)
+    data = result.to_dict()
+    data.update({"image_size": image_size, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads()})
+    print(json.dumps(data))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(data, indent=2))
+    return 0
