@@ -28,8 +28,9 @@ Checkpoint layout expected by ``FluxKontextEditor.from_pretrained(local_dir)`` (
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -68,6 +69,91 @@ class KontextConditioning:
         return self.index(torch.arange(self.batch_size).repeat_interleave(n))
 
 
+@dataclass
+class PipelineTrajectory:
+    """A sampled denoising path: latents (B, T+1, L, C), sigmas (T+1,), log_probs (B, T), means (B, T, L, C)."""
+
+    latents: torch.Tensor
+    sigmas: torch.Tensor
+    log_probs: torch.Tensor
+    means: torch.Tensor
+
+
+@dataclass
+class PipelineEditSample:
+    """Decoded edits plus, when asked for, the trajectory that produced them."""
+
+    images: list
+    trajectory: PipelineTrajectory | None = None
+
+
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+
+class DiffusersEditorBase:
+    """Sampling, LoRA and the reference model for adapters that provide ``prepare``, ``initial_latents``,
+    ``sigmas``, ``velocity`` and ``decode`` over packed latents (FLUX.1-Kontext, Qwen-Image-Edit).
+
+    Each step is ``rollout.sde.sde_step_with_logprob`` (DESIGN.md "Online RL") in fp32; with
+    ``noise_level == 0`` it is the plain Euler step of ``FlowMatchEulerDiscreteScheduler`` and the recorded
+    log-probabilities are 0 (a deterministic step has no density).
+    """
+
+    transformer: torch.nn.Module
+    default_guidance: float
+
+    @torch.no_grad()
+    def sample(self, cond: Any, num_steps: int, noise_level: float = 0.0, guidance: float | None = None,
+               generator: torch.Generator | None = None, return_trajectory: bool = False,
+               output_type: str = "pil") -> PipelineEditSample:
+        """One edit per conditioning row (``cond.repeat_interleave(n)`` for groups)."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        x = self.initial_latents(cond, generator).float()
+        sigmas = self.sigmas(num_steps, cond).float()
+        states, means, log_probs = [x], [], []
+        for i in range(num_steps):
+            v = self.velocity(x, sigmas[i], cond, guidance=guidance).float()
+            if noise_level > 0:
+                from rollout.sde import sde_step_with_logprob
+
+                x, logp, mean, _ = sde_step_with_logprob(v, x, sigmas[i], sigmas[i + 1], noise_level,
+                                                         generator=generator)
+                x, mean = x.float(), mean.float()
+            else:
+                x = mean = x + (sigmas[i + 1] - sigmas[i]) * v
+                logp = torch.zeros(x.shape[0], device=x.device)
+            states.append(x)
+            means.append(mean)
+            log_probs.append(logp.float())
+        images = self.decode(x, cond, output_type=output_type)
+        trajectory = None
+        if return_trajectory:
+            trajectory = PipelineTrajectory(latents=torch.stack(states, 1), sigmas=sigmas,
+                                            log_probs=torch.stack(log_probs, 1), means=torch.stack(means, 1))
+        return PipelineEditSample(images=images, trajectory=trajectory)
+
+    def add_lora(self, rank: int = 32, alpha: int = 64, target_modules: Sequence[str] | None = None,
+                 dropout: float = 0.0, adapter_name: str = "default") -> list[torch.nn.Parameter]:
+        """Attach a peft LoRA adapter to the transformer; freezes the base weights, returns the LoRA params."""
+        from peft import LoraConfig
+
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, init_lora_weights="gaussian",
+                            target_modules=list(target_modules or DEFAULT_LORA_TARGETS))
+        self.transformer.requires_grad_(False)
+        self.transformer.add_adapter(config, adapter_name=adapter_name)
+        return [p for n, p in self.transformer.named_parameters() if "lora_" in n and p.requires_grad]
+
+    @contextmanager
+    def reference(self) -> Iterator[None]:
+        """Within the context the transformer runs without its LoRA adapter (the KL reference model)."""
+        self.transformer.disable_adapters()
+        try:
+            yield
+        finally:
+            self.transformer.enable_adapters()
+
+
 def _as_pil(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -76,7 +162,7 @@ def _as_pil(image: Any) -> Image.Image:
     return load_image(image)
 
 
-class FluxKontextEditor:
+class FluxKontextEditor(DiffusersEditorBase):
     """An editrl ``Editor`` over a ``FluxKontextPipeline``'s components.
 
     ``resolution``: output area ``resolution**2`` at the source's aspect ratio (as the pipeline's ``max_area``);
@@ -86,13 +172,15 @@ class FluxKontextEditor:
     """
 
     def __init__(self, pipeline: Any, *, resolution: int | None = None, max_sequence_length: int = 512,
-                 auto_resize: bool = False, negative_prompt: str | None = None, default_guidance: float = 2.5):
+                 auto_resize: bool = False, negative_prompt: str | None = None, default_guidance: float = 2.5,
+                 true_cfg: float = 1.0):
         self.pipeline = pipeline
         self.resolution = resolution
         self.max_sequence_length = max_sequence_length
         self.auto_resize = auto_resize
         self.negative_prompt = negative_prompt
         self.default_guidance = default_guidance
+        self.true_cfg = true_cfg
         # a private scheduler copy: set_timesteps mutates state and the pipeline may be shared
         self.scheduler = copy.deepcopy(pipeline.scheduler)
 
@@ -217,7 +305,7 @@ class FluxKontextEditor:
         return self.scheduler.sigmas.clone()
 
     def velocity(self, latents: torch.Tensor, sigma: float | torch.Tensor, cond: KontextConditioning,
-                 guidance: float | None = None, true_cfg: float = 1.0) -> torch.Tensor:
+                 guidance: float | None = None, true_cfg: float | None = None) -> torch.Tensor:
         """Transformer velocity for packed ``latents`` (B, L, C*4) at noise level ``sigma`` (float or (B,)).
 
         Differentiable (no ``no_grad``) so GRPO can recompute it with gradients; returns the model's dtype.
@@ -239,6 +327,7 @@ class FluxKontextEditor:
             return out[:, : latents.shape[1]]
 
         v = run(cond.prompt_embeds, cond.pooled_prompt_embeds)
+        true_cfg = self.true_cfg if true_cfg is None else true_cfg
         if true_cfg > 1.0:
             if cond.negative_prompt_embeds is None:
                 raise ValueError("true_cfg > 1 needs a negative prompt: construct the editor with negative_prompt=...")

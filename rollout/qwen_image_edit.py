@@ -38,6 +38,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from rollout.flux_kontext import DiffusersEditorBase
+
 QWEN_EDIT_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "processor", "transformer", "vae")
 
 
@@ -84,7 +86,7 @@ def _all_valid_to_none(mask: torch.Tensor | None) -> torch.Tensor | None:
     return None if mask is None or bool(mask.all()) else mask
 
 
-class QwenImageEditEditor:
+class QwenImageEditEditor(DiffusersEditorBase):
     """An editrl ``Editor`` over a ``QwenImageEditPipeline``'s components."""
 
     def __init__(self, pipeline: Any, *, resolution: int | None = None, height: int | None = None,
