@@ -73,22 +73,14 @@ def detect_kind(path: str | Path) -> str:
 
 
 def _load_tiny(path: str | None, **kw: Any) -> Any:
+    """The tiny editworld editor from ``path``, or the shipped weights in ``rollout/weights/editworld-tiny``."""
     from rollout.tiny_editor import TinyEditor
 
-    if path is None:
-        return TinyEditor.from_pretrained(**kw) if _accepts_no_path(TinyEditor) else \
-            TinyEditor.from_pretrained(_shipped_tiny_dir(), **kw)
-    return TinyEditor.from_pretrained(path, **kw)
+    return TinyEditor.from_pretrained(str(path if path is not None else shipped_tiny_dir()), **kw)
 
 
-def _accepts_no_path(cls: Any) -> bool:
-    import inspect
-
-    params = list(inspect.signature(cls.from_pretrained).parameters.values())
-    return not params or params[0].default is not inspect.Parameter.empty
-
-
-def _shipped_tiny_dir() -> Path:
+def shipped_tiny_dir() -> Path:
+    """Where the shipped tiny editor's weights live."""
     return Path(__file__).resolve().parent / "weights" / "editworld-tiny"
 
 
