@@ -11,6 +11,7 @@ for a single edit, ``("group", (source, instruction, [edited, ...]))`` for candi
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, Protocol, Sequence
@@ -76,6 +77,9 @@ class RewardClient:
         import ray
 
         if not ray.is_initialized():
+            if _is_loopback(address):
+                keep_ray_on_loopback()
+                _use_local_auth_token()
             ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
         return cls(_lookup(name, namespace, timeout_s), name=name, namespace=namespace, **kwargs)
 
@@ -132,6 +136,46 @@ class RewardClient:
             except (ray.exceptions.RayActorError, ValueError) as err:
                 last = err
         raise RuntimeError(f"reward service {self.name!r} unreachable after {self.retries} retries") from last
+
+
+def keep_ray_on_loopback() -> None:
+    """Make Ray use 127.0.0.1 as this node's address (for a single-machine cluster that must not listen outside).
+
+    Ray replaces a requested node IP of 127.0.0.1 by the machine's routable address unless multi-node
+    clusters are off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read at import; child processes inherit it).
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+
+
+def _use_local_auth_token() -> None:
+    """Send this machine's Ray auth token (~/.ray/auth_token) to a loopback cluster given by explicit address.
+
+    Ray does this by itself only for a cluster it finds with ``address="auto"``; a local cluster named by
+    ``host:port`` is the same cluster, started by ``editrl reward serve`` on this machine.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except ImportError:  # Ray versions without token authentication
+        pass
+
+
+def _is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (None / "auto": the cluster last started on this machine) is a loopback cluster."""
+    target = address
+    if address in (None, "auto"):
+        try:
+            from ray._private.services import get_ray_address_from_environment
+
+            target = get_ray_address_from_environment("auto", None)
+        except Exception:
+            return False
+    host = (target or "").rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _chunk(units: list[Unit], max_edits: int) -> list[list[Unit]]:

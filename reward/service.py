@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from reward.client import DEFAULT_NAME, DEFAULT_NAMESPACE, EDIT, GROUP, RewardClient, Unit, unit_size
+from reward.client import (DEFAULT_NAME, DEFAULT_NAMESPACE, EDIT, GROUP, RewardClient, Unit, keep_ray_on_loopback,
+                           unit_size)
 
 DIMENSIONS = ("instruction_following", "visual_quality")  # contract order (editworld.DIMENSIONS)
 STRATEGIES = ("STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD")
@@ -653,13 +654,35 @@ class RewardService:
 
 def init_local_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: float | None = None,
                    namespace: str = DEFAULT_NAMESPACE) -> None:
-    """Join ``address``, or start a local Ray on loopback (node IP 127.0.0.1, no dashboard)."""
+    """Join the cluster at ``address``, or start a local Ray bound to loopback (127.0.0.1) with no dashboard.
+
+    Ray replaces a requested node IP of 127.0.0.1 by the machine's routable address, so a local start
+    switches Ray's multi-node mode off (``reward.client.keep_ray_on_loopback``); clients on this machine
+    detect the loopback cluster and do the same when they connect.
+    """
+    if address:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace)
+        return
     import ray
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, namespace=namespace)
-    else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, namespace=namespace, include_dashboard=False,
-                 _node_ip_address="127.0.0.1")
+    keep_ray_on_loopback()
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, namespace=namespace, include_dashboard=False)
+
+
+def cluster_address() -> str:
+    """The running cluster's GCS address (``host:port``), for ``ray://NAME@ADDRESS`` client specs."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def node_ip_address() -> str:
+    """The IP address the running Ray node is bound to (127.0.0.1 after a local ``init_local_ray``)."""
+    import ray
+
+    return ray.nodes()[0]["NodeManagerAddress"]

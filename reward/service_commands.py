@@ -37,10 +37,17 @@ def serve(args: argparse.Namespace) -> int:
     for i, info in enumerate(service.replica_info):
         table.add_row(str(i), str(info.get("pid")), ",".join(info.get("gpu_ids", [])) or "-", str(info.get("node_id", ""))[:12])
     console.print(table)
-    spec = f"ray://{cfg.name}" + (f"@{args.address}" if args.address else "")
-    console.print(f"clients: make_reward_client({spec!r})  (or RewardClient.connect({cfg.name!r}))")
+    from reward.service import cluster_address, node_ip_address
+
+    address = cluster_address()
+    console.print(f"Ray node address: {node_ip_address()}; cluster (GCS) address: {address}")
+    console.print(f"clients: make_reward_client('ray://{cfg.name}@{address}')  "
+                  f"(or RewardClient.connect({cfg.name!r}, {address!r}))")
     if args.detached:
         return 0
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it like Ctrl-C: replicas shut down
     try:
         while True:
             time.sleep(args.metrics_interval)

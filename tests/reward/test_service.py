@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 
 from reward.client import RewardClient, make_reward_client  # noqa: E402
 from reward.scorer import EditInput, ScoredEdit  # noqa: E402
-from reward.service import RewardService, ScorerSpec, ServiceConfig  # noqa: E402
+from reward.service import RewardService, ScorerSpec, ServiceConfig, init_local_ray, node_ip_address  # noqa: E402
 
 
 class FakeScorer:
@@ -68,10 +68,12 @@ def ray_session():
     # conftest hides CUDA (CUDA_VISIBLE_DEVICES=""), and Ray refuses logical GPUs that the variable hides;
     # without it Ray sets the variable per actor, and the replicas here run on device "cpu" regardless.
     hidden = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, namespace="editrl-test", log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    cluster_switch = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    init_local_ray(num_cpus=2, num_gpus=2, namespace="editrl-test")  # loopback only, no dashboard
     yield
     ray.shutdown()
+    if cluster_switch is None:
+        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     if hidden is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = hidden
 
@@ -194,6 +196,7 @@ def test_killed_replicas_are_replaced_and_every_request_is_answered_exactly_once
 def test_fractional_gpus_pack_two_replicas_per_gpu_and_overcommit_fails_clearly():
     svc = start(delay_s=0.0, replicas=4, num_gpus=0.5, num_cpus=0.25, placement_strategy="STRICT_PACK")
     try:
+        assert node_ip_address() == "127.0.0.1"
         gpu_ids = sorted(g for info in svc.replica_info for g in info["gpu_ids"])
         assert gpu_ids == ["0", "0", "1", "1"]
         assert len(svc.client().score([EditInput(0, "placed", 1)])) == 1
