@@ -18,6 +18,19 @@ import torch
 import torch.nn.functional as F
 
 
+def velocity_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample flow-matching error (B,): mean over non-batch dims of (pred - target)^2, in float32.
+
+    ``pred`` is the model's velocity, ``target`` the flow-matching target ``noise - x0``; feed the result
+    (policy and reference, winner and loser) to ``flow_dpo_loss``.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if pred.ndim == 0 or pred.shape[0] == 0:
+        raise ValueError(f"expected a non-empty batch (B, ...), got shape {tuple(pred.shape)}")
+    return ((pred.float() - target.float()) ** 2).reshape(pred.shape[0], -1).mean(1)
+
+
 def _per_sample(err: torch.Tensor) -> torch.Tensor:
     err = err.float()
     return err.flatten(1).mean(1) if err.ndim > 1 else err
@@ -51,4 +64,4 @@ def flow_dpo_loss(
 
 POLICY_LOSSES = {"flow_dpo": flow_dpo_loss}
 
-__all__ = ["flow_dpo_loss", "POLICY_LOSSES"]
+__all__ = ["flow_dpo_loss", "velocity_mse", "POLICY_LOSSES"]

@@ -103,6 +103,9 @@ def policy_loss_stats(log_prob: torch.Tensor, old_log_prob: torch.Tensor, clip_r
     return PolicyLossStats(clip_fraction=clipfrac, approx_kl=approx_kl)
 
 
+policy_stats = policy_loss_stats  # the name the task brief and the online loop use
+
+
 def kl_penalty(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
     """KL between the current and the reference Gaussian step (same std): keeps the policy near its start.
 
@@ -131,6 +134,6 @@ ADVANTAGES: dict[str, Callable[..., Any]] = {
 POLICY_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"clipped": clipped_policy_loss}
 
 __all__ = [
-    "group_advantages", "clipped_policy_loss", "policy_loss_stats", "PolicyLossStats", "kl_penalty",
+    "group_advantages", "clipped_policy_loss", "policy_loss_stats", "policy_stats", "PolicyLossStats", "kl_penalty",
     "ADVANTAGES", "POLICY_LOSSES",
 ]

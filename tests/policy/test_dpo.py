@@ -46,3 +46,15 @@ def test_bad_input():
         flow_dpo_loss(torch.ones(2), torch.ones(2), torch.ones(2), torch.ones(2), 0.0)
     with pytest.raises(ValueError, match="shapes"):
         flow_dpo_loss(torch.ones(2), torch.ones(3), torch.ones(2), torch.ones(2), 1.0)
+
+
+def test_velocity_mse_by_hand_feeds_the_loss():
+    """pred (2, 2): rows (1, 3) and (0, 0); target rows (0, 1) and (0, 2):
+    row 0: ((1-0)^2 + (3-1)^2)/2 = 2.5;  row 1: (0 + 4)/2 = 2.0."""
+    from policy.dpo import velocity_mse
+
+    pred, target = torch.tensor([[1.0, 3.0], [0.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 2.0]])
+    assert velocity_mse(pred, target).tolist() == pytest.approx([2.5, 2.0])
+    assert velocity_mse(pred.reshape(2, 1, 2, 1), target.reshape(2, 1, 2, 1)).tolist() == pytest.approx([2.5, 2.0])
+    with pytest.raises(ValueError, match="differ in shape"):
+        velocity_mse(pred, target[:1])

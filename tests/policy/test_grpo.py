@@ -107,3 +107,13 @@ def test_kl_penalty_by_hand():
     assert g.flatten().tolist() == pytest.approx([1.0, 3.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="positive"):
         kl_penalty(mean, ref, 0.0)
+
+
+def test_policy_stats_is_the_stats_helper():
+    """logp - old = (0, 0.2, -0.4): ratios (1, 1.2214, 0.6703); with clip 0.1 two of three are outside
+    -> clip fraction 2/3; approx KL = 0.5 * (0 + 0.04 + 0.16) / 3 = 0.033333."""
+    from policy.grpo import policy_stats
+
+    st = policy_stats(torch.tensor([0.0, 0.2, -0.4]), torch.zeros(3), clip_range=0.1)
+    assert st.clip_fraction == pytest.approx(2 / 3)
+    assert st.approx_kl == pytest.approx(0.0333333, abs=1e-6)
