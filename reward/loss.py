@@ -6,8 +6,9 @@ a winner w over a loser l is
 
     L = E_{z ~ N(mu_w - mu_l, s_w^2 + s_l^2)} [ -log sigmoid(z) ] = E[softplus(-z)].
 
-The official EditReward / HPSv3 code estimates this expectation with 1000 Monte Carlo samples
-(``estimator="mc"``). We compute it deterministically (``estimator="quadrature"``):
+The official EditReward / HPSv3 code estimates this expectation with 1000 Monte Carlo samples whose
+noise is rounded to fp16 (``estimator="mc"`` reproduces it). We compute it deterministically
+(``estimator="quadrature"``):
 
 * for s <= 1, Gauss-Hermite quadrature of softplus(-z) (analytic, poles at distance pi from the real
   axis, so 48 nodes are accurate to far below 1e-6 relative to the Gaussian's width);
@@ -95,11 +96,22 @@ def ranking_loss(
     if estimator == "quadrature":
         per_pair = expected_softplus(delta, s)
     elif estimator == "mc":
-        eps = torch.randn((*delta.shape, num_samples), generator=generator, dtype=torch.float64, device=delta.device)
-        per_pair = F.softplus(-(delta[..., None] + s[..., None] * eps)).mean(-1)
+        per_pair = _official_mc(delta, s, num_samples, generator)
     else:
         raise ValueError(f"unknown estimator {estimator!r}; expected 'quadrature' or 'mc'")
     return per_pair.mean().to(mu_w.dtype)
+
+
+def _official_mc(delta: torch.Tensor, s: torch.Tensor, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The official EditReward / HPSv3 estimate: ``num_samples`` standard normals per pair drawn in fp32 on the
+    generator's device (CPU by default) and rounded to fp16, then z = delta + s * eps, loss = mean softplus(-z).
+    With the same generator state this reproduces the official number (up to its fp32 arithmetic)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    eps = torch.randn((*delta.shape, num_samples), generator=generator, device=gen_device).to(delta.device)
+    eps = eps.to(torch.float16).to(delta.dtype)
+    return F.softplus(-(delta[..., None] + s[..., None] * eps)).mean(-1)
 
 
 def bradley_terry_loss(score_w: torch.Tensor, score_l: torch.Tensor, aggregation: str | None = None) -> torch.Tensor:
@@ -111,10 +123,26 @@ def bradley_terry_loss(score_w: torch.Tensor, score_l: torch.Tensor, aggregation
     return F.softplus(-(score_w - score_l)).mean()
 
 
-def pointwise_loss(mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def pointwise_loss(mu: torch.Tensor, log_sigma: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                   *, offset: float = 5.0) -> torch.Tensor:
     """Aggregated score regression (paper eq. 5): MSE between sum_d mu_d and the transformed sum of the
-    human scores, T(z_1 + z_2); T centres the 1-4 rubric sum (2..8) on 0: T(x) = x - 5."""
-    return ((mu.sum(-1) - (target.sum(-1) - 5.0)) ** 2).mean()
+    human scores, T(z_1 + z_2) = z_1 + z_2 - offset; the default offset 5 centres the 1-4 rubric sum (2..8)
+    on 0 (the official code subtracts 4.5 from its overall score).
+
+    Eq. 5 uses the means only, so ``log_sigma`` is accepted for a loss signature shared with
+    ``ranking_loss`` and ignored. Call as ``pointwise_loss(mu, log_sigma, target)`` or
+    ``pointwise_loss(mu, target)``. ``mu`` is (B, D); ``target`` is (B, D) per-dimension human scores or
+    (B,) sums already.
+    """
+    if target is None:
+        if log_sigma is None:
+            raise ValueError("pointwise_loss needs a target")
+        target = log_sigma
+    z = target.to(mu.dtype)
+    z = z.sum(-1) if z.ndim == mu.ndim else z
+    if z.shape != mu.shape[:-1]:
+        raise ValueError(f"target shape {tuple(target.shape)} does not fit mu {tuple(mu.shape)}")
+    return ((mu.sum(-1) - (z - offset)) ** 2).mean()
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {

@@ -7,7 +7,9 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from reward.loss import aggregate, bradley_terry_loss, expected_softplus, pointwise_loss, ranking_loss
+import torch.nn.functional as F
+
+from reward.loss import LOSSES, aggregate, bradley_terry_loss, expected_softplus, pointwise_loss, ranking_loss
 
 
 def _reference(delta: float, s: float) -> float:
@@ -19,8 +21,12 @@ def _reference(delta: float, s: float) -> float:
     return sum(integrate.quad(f, a, b, epsabs=1e-13, epsrel=1e-12, limit=400)[0] for a, b in zip(pts, pts[1:]))
 
 
-@pytest.mark.parametrize("delta", [-1000.0, -30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 25.0, 1000.0])
-@pytest.mark.parametrize("s", [1e-9, 0.01, 0.3, 1.0, 1.0001, 2.5, 10.0, 300.0, 1e5])
+HUGE_S = math.exp(20) * math.sqrt(2)  # log_sigma = 20 on both sides
+TINY_S = math.exp(-20) * math.sqrt(2)
+
+
+@pytest.mark.parametrize("delta", [-2000.0, -1000.0, -30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 25.0, 1000.0, 2000.0])
+@pytest.mark.parametrize("s", [TINY_S, 0.01, 0.3, 0.999, 1.0, 1.0001, 1.7, 2.5, 10.0, 300.0, 1e5, HUGE_S])
 def test_quadrature_matches_reference(delta, s):
     got = expected_softplus(torch.tensor([delta], dtype=torch.float64), torch.tensor([s], dtype=torch.float64)).item()
     ref = _reference(delta, s)
@@ -75,3 +81,82 @@ def test_bradley_terry_and_pointwise_by_hand():
     """BT: softplus(-(2 - 1)) = log(1 + e^-1) = 0.313262.  Pointwise: sum mu = 1, T(3 + 4) = 2 -> (1 - 2)^2 = 1."""
     assert bradley_terry_loss(torch.tensor([2.0]), torch.tensor([1.0])).item() == pytest.approx(0.3132617)
     assert pointwise_loss(torch.tensor([[0.5, 0.5]]), torch.tensor([[3.0, 4.0]])).item() == pytest.approx(1.0)
+
+
+def test_random_points_in_the_hard_range_match_reference():
+    """Between the regimes (s of order 1 to 50, |delta| < 25) both branches matter; 40 random points."""
+    rng = np.random.default_rng(1)
+    d = rng.uniform(-25, 25, size=40)
+    s = np.exp(rng.uniform(math.log(0.05), math.log(50), size=40))
+    got = expected_softplus(torch.from_numpy(d), torch.from_numpy(s)).numpy()
+    ref = np.array([_reference(a, b) for a, b in zip(d, s)])
+    assert np.abs(got - ref).max() < 1e-6
+
+
+def test_wide_gaussian_by_hand():
+    """delta = 0, s = 100 (log_sigma = log(100 / sqrt 2) on both sides, D = 1).
+    E[softplus(-z)] = E[relu(-z)] + E[log1p(e^-|z|)] ~ s / sqrt(2 pi) + phi(0) / s * pi^2 / 6
+    = 39.8942280 + 0.0065624 = 39.9007904 (next term is O(1 / s^3) ~ 1e-6)."""
+    ls = torch.full((1, 1), math.log(100 / math.sqrt(2)))
+    got = ranking_loss(torch.zeros(1, 1), ls, torch.zeros(1, 1), ls, estimator="quadrature")
+    assert got.item() == pytest.approx(39.9007904, abs=2e-5)
+
+
+def test_mc_reproduces_official_code_with_the_same_seed():
+    """The official loss (EditReward VLMRewardTrainer, loss_type 'uncertainty'), written out here:
+    z = randn(B, 1000).to(fp16) * sigma_z + mean_z;  loss = -logsigmoid(z).mean()."""
+    g = torch.Generator().manual_seed(0)
+    mu_w, mu_l = torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g)
+    ls_w, ls_l = torch.randn(8, 2, generator=g) * 0.5, torch.randn(8, 2, generator=g) * 0.5
+    m_w, s_w = aggregate(mu_w, ls_w, "sum")
+    m_l, s_l = aggregate(mu_l, ls_l, "sum")
+    mean_z, sigma_z = m_w - m_l, torch.sqrt(s_w**2 + s_l**2)
+    z = torch.randn(8, 1000, generator=torch.Generator().manual_seed(7)).to(torch.float16) * sigma_z[:, None] + mean_z[:, None]
+    official = -F.logsigmoid(z).mean()
+    ours = ranking_loss(mu_w, ls_w, mu_l, ls_l, aggregation="sum", estimator="mc",
+                        generator=torch.Generator().manual_seed(7))
+    assert ours.item() == pytest.approx(official.item(), abs=1e-5)
+    again = ranking_loss(mu_w, ls_w, mu_l, ls_l, aggregation="sum", estimator="mc",
+                         generator=torch.Generator().manual_seed(7))
+    assert torch.equal(ours, again)
+
+
+def test_gradients_match_finite_differences_in_both_regimes():
+    """float64 gradcheck at points with s < 1 and s > 1 (the quadrature switches regime at s = 1)."""
+    mu_w = torch.tensor([[0.3, -0.2], [2.0, 1.0], [0.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    mu_l = torch.tensor([[0.1, 0.4], [-1.0, 0.5], [1.0, 1.3]], dtype=torch.float64, requires_grad=True)
+    ls_w = torch.tensor([[-2.0, -1.0], [0.5, 1.0], [2.0, -3.0]], dtype=torch.float64, requires_grad=True)
+    ls_l = torch.tensor([[-1.5, -2.5], [0.0, 0.7], [1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    for agg in ("mean", "sum", "min"):
+        assert torch.autograd.gradcheck(lambda a, b, c, d: ranking_loss(a, b, c, d, aggregation=agg),
+                                        (mu_w, ls_w, mu_l, ls_l), eps=1e-6, atol=1e-6)
+
+
+def test_loss_falls_when_winner_rises_and_uncertainty_hurts_a_confident_right_call():
+    """d L / d mu_w < 0 always; when delta > 0 is already right, more sigma raises the loss (d L/d log_sigma > 0)."""
+    mu_w = torch.tensor([[2.0, 2.0]], requires_grad=True)
+    ls_w = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    loss = ranking_loss(mu_w, ls_w, torch.zeros(1, 2), torch.zeros(1, 2))
+    g_mu, g_ls = torch.autograd.grad(loss, [mu_w, ls_w])
+    assert (g_mu < 0).all() and (g_ls > 0).all()
+
+
+def test_low_precision_inputs_and_errors():
+    mu = torch.randn(4, 2).bfloat16()
+    loss = ranking_loss(mu, torch.zeros(4, 2).bfloat16(), mu.flip(0), torch.zeros(4, 2).bfloat16())
+    assert loss.dtype == torch.bfloat16 and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="aggregation"):
+        aggregate(mu.float(), mu.float(), "median")
+    with pytest.raises(ValueError, match="estimator"):
+        ranking_loss(mu, mu, mu, mu, estimator="laplace")
+
+
+def test_pointwise_three_argument_form_and_registry():
+    """Eq. 5 ignores sigma: (mu, log_sigma, target) == (mu, target). Target given as sums (B,):
+    sum mu = 3, T(9) = 4 -> (3 - 4)^2 = 1; with sums 7 -> T = 2 -> 1 again; mean 1."""
+    mu = torch.tensor([[1.0, 2.0], [1.5, 1.5]])
+    t = torch.tensor([[4.0, 5.0], [3.0, 4.0]])
+    assert pointwise_loss(mu, torch.randn(2, 2), t).item() == pytest.approx(1.0)
+    assert pointwise_loss(mu, t).item() == pytest.approx(1.0)
+    assert pointwise_loss(mu, t.sum(-1)).item() == pytest.approx(1.0)
+    assert set(LOSSES) >= {"uncertainty", "bradley_terry", "pointwise"}
