@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    p.add_argument("--ray-replicas", type=int, default=0, help="also measure through a local Ray service with this many replicas")
+    p.add_argument("--ray-callers", type=int, default=8, help="concurrent callers for the Ray service rows")
 
     return parser
 

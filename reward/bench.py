@@ -38,8 +38,9 @@ class BenchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in self.rows]
         return {"device": self.device, "model": self.model, "items": self.items,
-                "tokens_per_edit": self.tokens_per_edit, "rows": self.rows}
+                "tokens_per_edit": self.tokens_per_edit, "rows": rows}
 
 
 # ---- the model under test ---------------------------------------------------------------------------
@@ -102,6 +103,7 @@ def build_bench_scorer(checkpoint: str | None = None, *, device: str = "cpu", fu
     config = qwen25_vl_7b_config(processor)
     config._attn_implementation = cfg.attn_implementation
     default_dtype = torch.get_default_dtype()
+    torch.manual_seed(0)  # the same random weights in every process (service replicas rebuild the model)
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
@@ -183,17 +185,67 @@ def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8
     for name, fn in styles:
         fn(_singles(warm_groups), warm_groups)  # warm-up: kernels, allocator, caches
         scores, seconds = _timed(lambda: fn(items, groups), device)
+        rate = len(items) / seconds
+        row = {"style": name, "seconds": round(seconds, 4), "edits_per_s": round(rate, 3)}
         if reference is None:
             reference = scores
-        rate = len(items) / seconds
-        result.rows.append({"style": name, "seconds": round(seconds, 4), "edits_per_s": round(rate, 3),
-                            "max_abs_diff_vs_official": max(abs(a - b) for a, b in zip(scores, reference))})
+            row["_scores"] = scores  # kept for later rows (service); dropped from the output
+        row["max_abs_diff_vs_official"] = max(abs(a - b) for a, b in zip(scores, reference))
+        result.rows.append(row)
         if progress:
             print(f"  {name}: {rate:.2f} edits/s", flush=True)
     base = result.rows[0]["edits_per_s"]
     for row in result.rows:
         row["ratio_to_official"] = round(row["edits_per_s"] / base, 3)
     return result
+
+
+def bench_scorer_factory(**kwargs: Any) -> Any:
+    """Replica-side builder for the service rows: the same (seeded) model as ``build_bench_scorer``."""
+    return build_bench_scorer(**kwargs)[0]
+
+
+def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[str, Any], replicas: int,
+                     num_gpus: float, callers: int, group_size: int, batch_size: int, progress: bool = True) -> None:
+    """Add rows measured end to end through a local Ray ``RewardService``: many small concurrent callers
+    (4 edits, or one group, per call) merged by the dispatcher's dynamic batching."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reward.service import RewardService, ScorerSpec, ServiceConfig, init_local_ray
+
+    init_local_ray()
+    cfg = ServiceConfig(name="editrl-reward-bench", replicas=replicas, num_gpus=num_gpus, num_cpus=1.0,
+                        max_batch_edits=batch_size, max_wait_ms=2.0)
+    service = RewardService.start(ScorerSpec(factory=bench_scorer_factory, kwargs=scorer_kwargs), cfg)
+    try:
+        client = service.client(chunk_edits=4)
+        items = _singles(groups)
+        client.score(items[:2])  # warm-up
+        reference = result.rows[0].get("_scores") if result.rows else None
+        chunks = [items[i:i + 4] for i in range(0, len(items), 4)]
+        grouped = _regroup(groups, group_size)
+        runs = [(f"Ray service, {callers} callers x 4 edits, dynamic batching",
+                 lambda pool: [s.score for out in pool.map(client.score, chunks) for s in out]),
+                (f"Ray service, {callers} callers x 1 group, shared prefix G={group_size}",
+                 lambda pool: [s.score for out in pool.map(lambda g: client.score_groups([g])[0], grouped) for s in out])]
+        for name, fn in runs:
+            before = service.stats()
+            with ThreadPoolExecutor(callers) as pool:
+                scores, seconds = _timed(lambda: fn(pool), result.device)
+            after = service.stats()
+            batches = max(after["batches"] - before["batches"], 1)
+            row = {"style": name, "seconds": round(seconds, 4), "edits_per_s": round(len(items) / seconds, 3),
+                   "mean_batch_edits": round((after["edits_scored"] - before["edits_scored"]) / batches, 2)}
+            if reference is not None:
+                row["max_abs_diff_vs_official"] = max(abs(a - b) for a, b in zip(scores, reference))
+            result.rows.append(row)
+            if progress:
+                print(f"  {name}: {row['edits_per_s']:.2f} edits/s", flush=True)
+    finally:
+        service.shutdown()
+    base = result.rows[0]["edits_per_s"]
+    for row in result.rows:
+        row["ratio_to_official"] = round(row["edits_per_s"] / base, 3)
 
 
 def print_result(result: BenchResult) -> None:
@@ -206,6 +258,7 @@ def print_result(result: BenchResult) -> None:
     for col in ("style", "edits/s", "x official", "max |score diff|"):
         table.add_column(col, justify="left" if col == "style" else "right")
     for row in result.rows:
+        diff = row.get("max_abs_diff_vs_official")
         table.add_row(row["style"], f"{row['edits_per_s']:.2f}", f"{row['ratio_to_official']:.2f}",
-                      f"{row['max_abs_diff_vs_official']:.2e}")
+                      "-" if diff is None else f"{diff:.2e}")
     Console().print(table)

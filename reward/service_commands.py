@@ -89,6 +89,14 @@ def bench(args: argparse.Namespace) -> int:
     groups = bench_inputs(args.items, image_size, seed=args.seed)
     print(f"benchmarking {label} on {args.device}: {args.items} edits, {image_size}x{image_size} images", flush=True)
     result = run_bench(scorer, groups, group_sizes=tuple(args.group_sizes), label=label, device=args.device)
+    if args.ray_replicas:
+        from reward.bench import run_service_rows
+
+        del scorer  # the replicas build their own copy of the same model
+        run_service_rows(result, groups, replicas=args.ray_replicas, num_gpus=1.0 if args.device == "cuda" else 0.0,
+                         callers=args.ray_callers, group_size=8, batch_size=args.batch_size,
+                         scorer_kwargs=dict(checkpoint=args.checkpoint, device=args.device,
+                                            full_shapes=args.full_shapes, batch_size=args.batch_size))
     print_result(result)
     data = result.to_dict()
     data.update({"image_size": image_size, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads()})

@@ -140,8 +140,9 @@ def test_callers_get_results_in_order_batches_merge_callers_bad_items_error_alon
         svc.shutdown()
 
 
-def test_back_pressure_bounds_the_queue_and_blocks_callers():
-    svc = start(delay_s=0.3, max_queue_edits=3, max_batch_edits=2, max_wait_ms=0)
+def test_back_pressure_bounds_the_queue_and_blocks_callers_and_metrics_reach_the_sink(tmp_path):
+    svc = start(delay_s=0.2, max_queue_edits=3, max_batch_edits=2, max_wait_ms=0, metrics_dir=str(tmp_path),
+                metrics_interval_s=0.5)
     try:
         refs = [svc.dispatcher.submit.remote(f"bp-{i}", [("edit", EditInput(0, f"bp {i}", i))]) for i in range(12)]
         depths, waiting = [], []
@@ -160,6 +161,13 @@ def test_back_pressure_bounds_the_queue_and_blocks_callers():
         assert [r[0].score for r in results] == pytest.approx([FakeScorer.expected(f"bp {i}", i) for i in range(12)])
     finally:
         svc.shutdown()
+    from editrl.metrics import read_metrics
+
+    rows = read_metrics(tmp_path / "reward_service_metrics.jsonl")  # periodic rows plus one at shutdown
+    assert len(rows) >= 2 and rows[-1]["edits_scored"] == 12 and rows[-1]["batch_edits_max"] == 2
+    assert max(r["waiting_callers"] for r in rows) >= 1 and max(r["queue_depth_edits"] for r in rows) <= 3
+    for key in ("queue_wait_s_p50", "preprocess_s_p50", "forward_s_p95", "request_s_p50"):
+        assert rows[-1][key] >= 0
 
 
 def test_killed_replicas_are_replaced_and_every_request_is_answered_exactly_once():
@@ -199,11 +207,10 @@ def test_fractional_gpus_pack_two_replicas_per_gpu_and_overcommit_fails_clearly(
         assert node_ip_address() == "127.0.0.1"
         gpu_ids = sorted(g for info in svc.replica_info for g in info["gpu_ids"])
         assert gpu_ids == ["0", "0", "1", "1"]
-        assert len(svc.client().score([EditInput(0, "placed", 1)])) == 1
     finally:
         svc.shutdown()
     with pytest.raises(RuntimeError, match="cannot place 5 reward replicas"):
-        start(replicas=5, num_gpus=0.5, num_cpus=0.25, placement_timeout_s=3)
+        start(replicas=5, num_gpus=0.5, num_cpus=0.25, placement_timeout_s=2)
 
 
 def test_service_with_the_real_tiny_scorer_matches_in_process_scoring(tmp_path):
