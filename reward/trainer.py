@@ -59,7 +59,7 @@ def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor,
                               estimator=cfg.data.estimator)
     if kind == "bradley_terry":
         return L.bradley_terry_loss(mu[:b], mu[b:], aggregation=agg)
-    return L.pointwise_loss(mu, scores)
+    return L.pointwise_loss(mu, log_sigma, scores)
 
 
 def aggregate_scores(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> torch.Tensor:
