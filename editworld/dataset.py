@@ -22,8 +22,12 @@ from editworld.tasks import sample_task
 LETTERS = "ABCDEFG"
 
 
+def _mean(v: list[int] | float) -> float:
+    return sum(v) / len(v) if isinstance(v, list) else float(v)
+
+
 def _overall(scores: dict[str, list[int]] | dict[str, float]) -> float:
-    return float(np.mean([np.mean(scores[d]) for d in DIMENSIONS]))
+    return sum(_mean(scores[d]) for d in DIMENSIONS) / len(DIMENSIONS)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -74,7 +78,7 @@ def generate(out: str | Path, cfg: WorldConfig, progress: bool = True) -> dict:
 
 
 def _mean_scores(row: dict) -> dict[str, float]:
-    return {d: float(np.mean(row["human_scores"][d])) for d in DIMENSIONS}
+    return {d: _mean(row["human_scores"][d]) for d in DIMENSIONS}
 
 
 def _pair(a: dict, b: dict) -> dict:

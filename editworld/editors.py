@@ -14,6 +14,7 @@ halo (a seam around the edited region). A candidate may carry one failure of eac
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -130,6 +131,7 @@ def true_instruction_following(task: Task, clean: np.ndarray, failure: str, seve
     return int(np.clip(np.round(oracle_scores(task, clean)["instruction_following"]), lo, hi))
 
 
+@lru_cache(maxsize=1024)
 def edit_region(task: Task, size: int) -> np.ndarray:
     """Pixels the correct edit changes (bool mask)."""
     return (task.source_array(size) != task.target_array(size)).any(-1)
@@ -189,7 +191,7 @@ def apply_artefact(img: np.ndarray, failure: str, severity: int, region: np.ndar
 def make_candidate(task: Task, if_failure: str, if_severity: int, vq_failure: str, vq_severity: int,
                    size: int, rng: np.random.Generator) -> Candidate:
     clean, if_failure = _if_image(task, if_failure, if_severity, size, rng)
-    img = apply_artefact(clean, vq_failure, vq_severity, edit_region(task, size), rng)
+    img = apply_artefact(clean, vq_failure, vq_severity, edit_region(task, size), rng).copy()
     scores = {"instruction_following": true_instruction_following(task, clean, if_failure, if_severity),
               "visual_quality": true_visual_quality(clean, img) if vq_failure != "none" else 4}
     return Candidate(img, if_failure, if_severity if if_failure in ("partial", "over_edit") else 0,

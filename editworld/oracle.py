@@ -44,8 +44,8 @@ def oracle_details(task: Task, image: Image.Image | np.ndarray) -> dict[str, flo
 
     # colour cast: the median offset over pixels where source and target agree (the untouched part)
     keep = ~_dilate(edit_region(task, size), 1)
-    ref = keep if keep.sum() > size * size // 8 else np.ones_like(keep)
-    cast = np.median((img - tgt)[ref], axis=0)
+    ref = keep if keep.sum() >= 8 else ~edit_region(task, size)
+    cast = np.median((img - tgt)[ref], axis=0) if ref.any() else np.zeros(3, np.float32)
     img_c = img - cast
 
     # instruction following on smoothed images (robust to noise and small artefacts)

@@ -8,6 +8,7 @@ what the oracle's visual-quality measure relies on.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,8 +68,7 @@ class Scene:
 
 def shape_mask(shape: Shape, size: int) -> np.ndarray:
     """Boolean (size, size) mask of the pixels a shape covers."""
-    c = (np.arange(size, dtype=np.float32) + 0.5) / size
-    yy, xx = np.meshgrid(c, c, indexing="ij")
+    yy, xx = _grid(size)
     dx, dy = xx - shape.x, yy - shape.y
     if shape.kind == "circle":
         return dx * dx + dy * dy <= shape.r * shape.r
@@ -80,12 +80,20 @@ def shape_mask(shape: Shape, size: int) -> np.ndarray:
     raise ValueError(f"unknown shape kind {shape.kind!r}; expected one of {SHAPES}")
 
 
+@lru_cache(maxsize=64)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size
+    return tuple(np.meshgrid(c, c, indexing="ij"))
+
+
+@lru_cache(maxsize=4096)
 def render(scene: Scene, size: int = 32) -> np.ndarray:
-    """Exact (size, size, 3) uint8 render; later shapes are drawn on top."""
+    """Exact (size, size, 3) uint8 render, later shapes on top; cached and read-only (copy to modify)."""
     img = np.empty((size, size, 3), dtype=np.uint8)
     img[:] = BACKGROUNDS[scene.background]
     for s in scene.shapes:
         img[shape_mask(s, size)] = COLOURS[s.colour]
+    img.setflags(write=False)
     return img
 
 

@@ -28,9 +28,11 @@ class Task:
         return apply_edit(self.scene, self.op)
 
     def source_array(self, size: int = 32) -> np.ndarray:
+        """(size, size, 3) uint8, read-only (renders are cached)."""
         return render(self.scene, size)
 
     def target_array(self, size: int = 32) -> np.ndarray:
+        """(size, size, 3) uint8, read-only (renders are cached)."""
         return render(self.target_scene, size)
 
     def source_image(self, size: int = 32) -> Image.Image:

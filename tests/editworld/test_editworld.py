@@ -63,8 +63,8 @@ def test_oracle_agrees_with_truth():
             for d in DIMENSIONS:
                 true[d].append(c.scores[d])
                 pred[d].append(s[d])
-    assert spearmanr(true["instruction_following"], pred["instruction_following"])[0] >= 0.88
-    assert spearmanr(true["visual_quality"], pred["visual_quality"])[0] >= 0.8
+    assert spearmanr(true["instruction_following"], pred["instruction_following"])[0] >= 0.9
+    assert spearmanr(true["visual_quality"], pred["visual_quality"])[0] >= 0.9
 
 
 def test_failure_modes_score_as_rubric():
