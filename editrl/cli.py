@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-replicas", type=int, default=0, help="also measure through a local Ray service with this many replicas")
     p.add_argument("--ray-callers", type=int, default=8, help="concurrent callers for the Ray service rows")
 
+    # ---- demo: the whole story on the embedded default -------------------------------------------------
+    p = _command(top, "demo", "editrl.demo:run", "run the embedded-default demo end to end and write an HTML report")
+    p.add_argument("--out", default="runs/demo", help="output folder (report.html goes here)")
+    p.add_argument("--groups", type=int, default=300, help="editworld groups to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reward", default=None, help="reward checkpoint (default: the shipped tiny model)")
+
     return parser
 
 
