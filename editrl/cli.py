@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-replicas", type=int, default=0, help="also measure through a local Ray service with this many replicas")
     p.add_argument("--ray-callers", type=int, default=8, help="concurrent callers for the Ray service rows")
 
+    # ---- policy ----
+    policy = top.add_parser("policy", help="fine-tune editors: SFT, online GRPO and DPO").add_subparsers(dest="policy_command", required=True)
+    # online RL (policy/rl_commands.py)
+    p = _command(policy, "grpo", "policy.rl_commands:grpo", "online GRPO of an editor against the reward model; writes metrics, checkpoints, curves.png")
+    _config_args(p, default="configs/policy/editworld-grpo.yaml")
+    p = _command(policy, "dpo", "policy.rl_commands:dpo", "online DPO (best vs worst of reward-ranked groups) with a fixed or refreshed reference")
+    _config_args(p, default="configs/policy/editworld-dpo.yaml")
+
     # ---- demo: the whole story on the embedded default -------------------------------------------------
     p = _command(top, "demo", "editrl.demo:run", "run the embedded-default demo end to end and write an HTML report")
     p.add_argument("--out", default="runs/demo", help="output folder (report.html goes here)")
