@@ -667,7 +667,7 @@ def train_grpo(cfg: GRPOConfig, reward_client: Any = None) -> dict[str, Any]:
         if sink:
             sink.close()
     return {"out": str(run.out), "metrics": str(run.out / "metrics.jsonl"), "last": row,
-            "start_step": run.start_step}
+            "start_step": run.start_step, "editor": run.editor}
 
 
 def _print_step(step: int, steps: int, row: dict[str, Any]) -> None:
