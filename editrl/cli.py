@@ -109,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(policy, "dpo", "policy.rl_commands:dpo", "online DPO (best vs worst of reward-ranked groups) with a fixed or refreshed reference")
     _config_args(p, default="configs/policy/editworld-dpo.yaml")
 
+    # ---- curate ----
+    p = _command(top, "curate", "curation.commands:curate",
+                 "score an editing dataset with the reward model and keep the best (resumable); or --reproduce-table3")
+    _config_args(p)
+    p.add_argument("--input", default=None, help="dataset: manifest.jsonl or a folder (see --input-format)")
+    p.add_argument("--input-format", default=None, choices=["editrl", "folder"],
+                   help="editrl manifest (default) or an imagefolder-style metadata.jsonl (see curation/config.py)")
+    p.add_argument("--reward", default=None, help="reward checkpoint folder or ray://NAME[@ADDRESS]")
+    p.add_argument("--out", default=None, help="output folder; rerun with the same folder to resume")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per reward-client call")
+    p.add_argument("--device", default=None, help="torch device of an in-process reward model")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--top-k", type=int, default=None, help="keep the K best rows")
+    keep.add_argument("--top-fraction", type=float, default=None, help="keep this fraction of scored rows")
+    p.add_argument("--threshold", type=float, default=None, help="keep rows whose ranking key is >= T")
+    p.add_argument("--min-dim", action="append", default=None, metavar="DIM=MIN",
+                   help="minimum mu of one dimension, e.g. visual_quality=2.5 (repeatable)")
+    p.add_argument("--uncertainty-k", type=float, default=None, help="rank by score - k * sigma (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--reproduce-table3", action="store_true",
+                   help="run the miniature paper Table 3 on the editworld (full vs curated vs random SFT)")
+    p.add_argument("--budget-minutes", type=float, default=None, help="table 3: SFT minutes per arm (default: preset)")
+
     # ---- demo: the whole story on the embedded default -------------------------------------------------
     p = _command(top, "demo", "editrl.demo:run", "run the embedded-default demo end to end and write an HTML report")
     p.add_argument("--out", default="runs/demo", help="output folder (report.html goes here)")

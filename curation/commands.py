@@ -1,0 +1,122 @@
+"""``editrl curate``: score a dataset with the reward model and keep the best (or reproduce Table 3).
+
+Heavy imports (torch, the reward model) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from editrl.config import ConfigError
+
+
+def _selection_overrides(args: argparse.Namespace) -> list[str]:
+    """The selection flags as dotted config overrides (so flags, --config and key=value share one path)."""
+    out: list[str] = []
+    if args.top_k is not None:
+        out.append(f"selection.top_k={args.top_k}")
+    if args.top_fraction is not None:
+        out.append(f"selection.top_fraction={args.top_fraction}")
+    if args.threshold is not None:
+        out.append(f"selection.threshold={args.threshold}")
+    if args.uncertainty_k is not None:
+        out.append(f"selection.uncertainty_k={args.uncertainty_k}")
+    for item in args.min_dim or []:
+        dim, sep, value = item.partition("=")
+        if not sep or not dim:
+            raise ConfigError(f"--min-dim {item!r}: expected DIMENSION=VALUE, e.g. visual_quality=2.5")
+        out.append(f"selection.min_dims.{dim.strip()}={value.strip()}")
+    return out
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """CurateConfig from --config, then the explicit flags, then positional key=value overrides."""
+    from curation.config import CurateConfig
+    from editrl.config import load_config
+
+    overrides: list[str] = []
+    for flag, key in (("input", "input"), ("input_format", "input_format"), ("reward", "reward"), ("out", "out"),
+                      ("batch_size", "batch_size"), ("device", "device")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if getattr(args, "no_progress", False):
+        overrides.append("progress=false")
+    cfg = load_config(CurateConfig, args.config, overrides + _selection_overrides(args) + list(args.overrides or []))
+    if not cfg.input:
+        raise ConfigError("curate: --input is required (or --reproduce-table3)")
+    return cfg
+
+
+def run_curation(cfg: Any, client: Any = None) -> dict[str, Any]:
+    """Score (resuming) and select; returns the summary. ``client`` overrides ``cfg.reward`` (tests, table 3)."""
+    from curation.report import write_outputs
+    from curation.scoring import manifest_path, score_dataset
+    from editrl.config import save_config
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_input(cfg, out)
+    save_config(cfg, out / "config.yaml")
+    if client is None:
+        from reward.client import make_reward_client
+
+        client = make_reward_client(cfg.reward, device=cfg.device)
+    timing = score_dataset(cfg, client)
+    summary = write_outputs(out, manifest_path(cfg.input, cfg.input_format), cfg.selection, cfg.grid_k)
+    summary["last_call"] = timing
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return summary
+
+
+def _check_same_input(cfg: Any, out: Path) -> None:
+    """A resumed run must read the same dataset (its scores are keyed by manifest line)."""
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    import yaml
+
+    previous = (yaml.safe_load(saved.read_text()) or {}).get("input")
+    if previous and Path(previous).resolve() != Path(cfg.input).resolve():
+        raise ConfigError(f"{out} holds scores of {previous}, not {cfg.input}: use another --out")
+
+
+def print_summary(summary: dict[str, Any], out: str | Path) -> None:
+    """A rich table of counts and score statistics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"curate -> {out}")
+    for col in ("", "n", "mean", "p10", "median", "p90"):
+        table.add_column(col, justify="right")
+    for name, st in summary["scores"].items():
+        kept = summary["kept_scores"].get(name, {})
+        for label, s in ((f"{name} (all)", st), (f"{name} (kept)", kept)):
+            if s.get("n"):
+                table.add_row(label, str(s["n"]), f"{s['mean']:.3f}", f"{s['p10']:.3f}", f"{s['median']:.3f}",
+                              f"{s['p90']:.3f}")
+    console = Console()
+    console.print(table)
+    timing = summary.get("last_call", {})
+    console.print(f"total {summary['total']}  scored {summary['scored']}  rejected {summary['rejected']}  "
+                  f"kept {summary['kept']}  ({timing.get('rows_per_s', 0):.1f} rows/s this call)")
+
+
+def curate(args: argparse.Namespace) -> int:
+    """Handler of ``editrl curate``."""
+    if args.reproduce_table3:
+        from curation.table3 import Table3Config, print_table, run_table3
+
+        cfg = Table3Config(out=args.out or "runs/table3")
+        if args.budget_minutes is not None:
+            cfg = cfg.with_budget_minutes(args.budget_minutes)
+        result = run_table3(cfg)
+        print_table(result)
+        return 0
+    cfg = build_config(args)
+    summary = run_curation(cfg)
+    print_summary(summary, cfg.out)
+    return 0
