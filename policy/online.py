@@ -273,7 +273,7 @@ class PromptStatTracker:
             hist = (self.stats.get(key, []) + [float(rewards[i]) for i in idx])[-self.history:]
             self.stats[key] = hist
             mean, std = float(np.mean(hist)), float(np.std(hist))
-            out[idx] = (rewards[idx] - mean) / (std + eps)
+            out[idx] = (rewards[idx] - mean) / (std + eps) if std > 0 else 0.0
         return out
 
     def state_dict(self) -> dict[str, Any]:

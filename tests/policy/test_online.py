@@ -1,0 +1,181 @@
+"""The online loop on a tiny FLUX.1-Kontext checkpoint and a tiny random reward checkpoint, through the real CLI.
+
+GRPO: two iterations, finite losses, LoRA changes while base weights do not, checkpoints written, and a run
+resumed from its step-2 checkpoint reproduces the uninterrupted run's step-3 metrics. DPO: a step with an
+online (snapshot) reference. Plus the small pieces: pairs, stat tracker, failed rewards, snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
+
+from tiny_pipelines import write_tiny_kontext  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    from reward.config import RewardModelConfig
+    from reward.model import build_reward_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("online")
+    kontext = write_tiny_kontext(root / "kontext")
+    torch.manual_seed(0)
+    cfg = RewardModelConfig()
+    model, processor = build_reward_model(cfg)
+    reward = save_checkpoint(model, processor, cfg, root / "reward")
+    return root, kontext, reward
+
+
+def _write_config(path: Path, kontext: Path, reward: Path, out: Path, steps: int, **train) -> Path:
+    import yaml
+
+    cfg = {
+        "out": str(out), "seed": 3, "steps": steps, "checkpoint_every": 1, "keep_checkpoints": 5,
+        "editor": {"spec": f"flux-kontext:{kontext}", "load_kwargs": {"dtype": "float32", "max_sequence_length": 16},
+                   "lora_rank": 4, "lora_alpha": 8},
+        "reward": {"client": str(reward), "function": "editreward"},
+        "data": {"num_tasks": 6, "prompts_per_step": 2, "image_size": 32},
+        "sampling": {"group_size": 3, "num_steps": 3, "noise_level": 0.8, "prompts_per_chunk": 1},
+        "train": {"learning_rate": 1e-2, "clip_range": 0.2, "beta": 0.01, "micro_batch": 3, "grad_accum": 2,
+                  "timestep_fraction": 0.67, **train},
+        "eval": {"every": 2, "num_tasks": 3, "num_steps": 2, "batch_size": 3},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _rows(out: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {r["step"]: {k: v for k, v in r.items() if not k.startswith("time")} for r in rows}
+
+
+def test_grpo_cli_trains_lora_only_checkpoints_and_resumes_exactly(assets, tmp_path):
+    from editrl.cli import main
+    from safetensors.torch import load_file
+
+    _, kontext, reward = assets
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg_full = _write_config(tmp_path / "full.yaml", kontext, reward, full, steps=3)
+    assert main(["policy", "grpo", "--config", str(cfg_full)]) == 0
+    rows = _rows(full)
+    assert sorted(rows) == [0, 1, 2, 3]
+    for step in (1, 2, 3):
+        r = rows[step]
+        assert math.isfinite(r["train/loss"]) and math.isfinite(r["train/kl"]) and r["train/kl"] >= 0
+        assert r["train/optimizer_steps"] == 1.0  # 6 samples / micro-batch 3 / grad_accum 2
+        assert "reward/mu_instruction_following" in r and "reward/oracle_instruction_following" in r
+        assert 0.0 <= r["zero_advantage_groups"] <= 1.0
+    assert "eval/oracle_instruction_following" in rows[0] and "eval/reward" in rows[2]
+    assert (full / "curves.png").stat().st_size > 0 and (full / "config.yaml").is_file()
+    ckpts = sorted((full / "checkpoints").glob("step_*"))
+    assert [c.name for c in ckpts] == ["step_000001", "step_000002", "step_000003"]
+    w1, w3 = load_file(str(ckpts[0] / "lora.safetensors")), load_file(str(ckpts[2] / "lora.safetensors"))
+    assert w1 and all("lora_" in n for n in w1)
+    assert any(not torch.equal(w1[n], w3[n]) for n in w1)  # the adapter trains
+    assert any("lora_B" in n and w3[n].abs().sum() > 0 for n in w3)  # B starts at zero
+
+    # interrupted after step 2, then resumed to step 3: the same curve
+    cfg_part = _write_config(tmp_path / "part.yaml", kontext, reward, part, steps=2)
+    assert main(["policy", "grpo", "--config", str(cfg_part)]) == 0
+    assert main(["policy", "grpo", "--config", str(cfg_part), "steps=3"]) == 0
+    resumed = _rows(part)
+    assert sorted(resumed) == [0, 1, 2, 3]
+    for step in (1, 2, 3):
+        for key, value in rows[step].items():
+            if isinstance(value, float):
+                assert resumed[step][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, key)
+    w_resumed = load_file(str(part / "checkpoints" / "step_000003" / "lora.safetensors"))
+    for n in w3:
+        torch.testing.assert_close(w_resumed[n], w3[n], rtol=1e-5, atol=1e-7)
+
+
+def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
+    from safetensors.torch import load_file
+
+    from editrl.config import load_config
+    from policy.grpo_config import GRPOConfig
+    from policy.online import train_grpo
+
+    _, kontext, reward = assets
+    path = _write_config(tmp_path / "c.yaml", kontext, reward, tmp_path / "run", steps=1, beta=0.0)
+    result = train_grpo(load_config(GRPOConfig, path, ["eval.num_tasks=0", "reward.log_oracle=false"]))
+    base = load_file(str(next((kontext / "transformer").glob("*.safetensors"))))
+    named = dict(result["editor"].transformer.named_parameters())
+    compared = 0
+    for name, p in named.items():
+        if "lora_" in name:
+            continue
+        key = name.replace(".base_layer", "")
+        torch.testing.assert_close(p.detach(), base[key], rtol=0, atol=0)
+        compared += 1
+    assert compared == len(base)
+    assert math.isfinite(result["last"]["train/loss"]) and result["last"]["train/kl"] == 0.0
+
+
+def test_dpo_step_with_an_online_reference(assets, tmp_path):
+    from editrl.cli import main
+    from safetensors.torch import load_file
+
+    _, kontext, reward = assets
+    path = _write_config(tmp_path / "dpo.yaml", kontext, reward, tmp_path / "dpo", steps=2)
+    cfg = json.loads(json.dumps(__import__("yaml").safe_load(path.read_text())))
+    cfg["train"] = {"learning_rate": 1e-2, "beta": 500.0, "reference": "online", "refresh_every": 1,
+                    "timesteps_per_pair": 2, "micro_batch": 2}
+    path.write_text(__import__("yaml").safe_dump(cfg))
+    assert main(["policy", "dpo", "--config", str(path)]) == 0
+    rows = _rows(tmp_path / "dpo")
+    assert rows[1]["dpo/pairs"] == 2 and rows[1]["dpo/reward_gap"] > 0
+    # step 1: the policy is its own reference (B = 0 and snapshot = start), so the loss is exactly log 2
+    assert rows[1]["dpo/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert math.isfinite(rows[2]["dpo/loss"])
+    ckpt = tmp_path / "dpo" / "checkpoints" / "step_000002"
+    lora, ref = load_file(str(ckpt / "lora.safetensors")), load_file(str(ckpt / "extra.safetensors"))
+    assert sorted(ref) == sorted(f"ref.{n}" for n in lora)
+    for n in lora:  # refreshed after the last step: the snapshot equals the weights
+        torch.testing.assert_close(ref[f"ref.{n}"], lora[n])
+    assert any("lora_B" in n and lora[n].abs().sum() > 0 for n in lora)
+
+
+def test_best_worst_pairs_and_snapshot_swap():
+    from policy.online_dpo import LoraSnapshot, best_worst_pairs
+
+    rewards = torch.tensor([0.1, 0.9, 0.5, 2.0, 2.0, 1.0, 1.0])
+    keys = ["a", "a", "a", "b", "b", "c", "c"]
+    pairs = best_worst_pairs(rewards, keys)
+    assert pairs == [(1, 0)]  # b is tied, c is tied
+    assert best_worst_pairs(rewards, keys, min_gap=0.9) == []
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    snap = LoraSnapshot([("w", p)])
+    with torch.no_grad():
+        p.add_(1.0)
+    with snap.swapped_in():
+        assert p.tolist() == [1.0, 2.0]
+    assert p.tolist() == [2.0, 3.0]
+
+
+def test_stat_tracker_fill_and_zero_advantage_by_hand():
+    from policy.online import PromptStatTracker, fill_failed_rewards, zero_advantage_fraction
+
+    tracker = PromptStatTracker(history=3)
+    adv = tracker.advantages(np.array([1.0, 3.0, 5.0]), ["a", "a", "b"], eps=0.0)
+    np.testing.assert_allclose(adv[:2], [-1.0, 1.0])  # mean 2, std 1
+    assert adv[2] == 0.0  # single value: std 0, reward - mean = 0
+    adv = tracker.advantages(np.array([5.0, 7.0]), ["a", "a"], eps=0.0)  # history [3, 5, 7] (kept 3)
+    np.testing.assert_allclose(adv, [0.0, 2.0 / math.sqrt(8 / 3)])
+    state = json.loads(json.dumps(tracker.state_dict()))
+    other = PromptStatTracker()
+    other.load_state_dict(state)
+    assert other.stats == tracker.stats and other.history == 3
+
+    r, n = fill_failed_rewards(torch.tensor([1.0, float("nan"), 3.0, float("nan")]), ["a", "a", "a", "b"])
+    assert n == 2 and r.tolist() == [1.0, 2.0, 3.0, 0.0]
+    assert zero_advantage_fraction(torch.tensor([1.0, 1.0, 2.0, 3.0]), ["a", "a", "b", "b"]) == 0.5
