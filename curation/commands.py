@@ -16,10 +16,10 @@ from editrl.config import ConfigError
 def _selection_overrides(args: argparse.Namespace) -> list[str]:
     """The selection flags as dotted config overrides (so flags, --config and key=value share one path)."""
     out: list[str] = []
-    if args.top_k is not None:
-        out.append(f"selection.top_k={args.top_k}")
+    if args.top_k is not None:  # a count flag replaces the other count rule of a --config preset
+        out += [f"selection.top_k={args.top_k}", "selection.top_fraction=null"]
     if args.top_fraction is not None:
-        out.append(f"selection.top_fraction={args.top_fraction}")
+        out += [f"selection.top_fraction={args.top_fraction}", "selection.top_k=null"]
     if args.threshold is not None:
         out.append(f"selection.threshold={args.threshold}")
     if args.uncertainty_k is not None:
@@ -109,8 +109,12 @@ def curate(args: argparse.Namespace) -> int:
     """Handler of ``editrl curate``."""
     if args.reproduce_table3:
         from curation.table3 import Table3Config, print_table, run_table3
+        from editrl.config import load_config
 
-        cfg = Table3Config(out=args.out or "runs/table3")
+        flags = [f"{k}={getattr(args, k)}" for k in ("out", "reward") if getattr(args, k) is not None]
+        if args.no_progress:
+            flags.append("progress=false")
+        cfg = load_config(Table3Config, args.config, flags + list(args.overrides or []))
         if args.budget_minutes is not None:
             cfg = cfg.with_budget_minutes(args.budget_minutes)
         result = run_table3(cfg)
