@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class MemorySampler:
         if self.rows >= self.next_at:
             self.samples.append({"rows": self.rows, "rss_mib": round(rss_mib(), 1),
                                  "seconds": round(time.perf_counter() - self.start, 1)})
+            print(f"\nscale_check: {json.dumps(self.samples[-1])}", file=sys.stderr, flush=True)
             self.next_at += self.every
         return out
 
