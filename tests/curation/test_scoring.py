@@ -192,3 +192,27 @@ def test_run_curation_writes_kept_manifest_summary_and_plots(tmp_path):
     for name in ("histograms.png", "extremes.png", "summary.json", "config.yaml"):
         assert (out / name).stat().st_size > 0
     assert json.loads((out / "summary.json").read_text())["kept"] == len(kept)
+
+
+class PickyScorer(BrightnessScorer):
+    """Fails edits darker than 30 (as a real scorer fails an item it cannot process), scores the rest."""
+
+    def score_groups(self, groups):
+        from reward.scorer import ScoredEdit
+
+        out = super().score_groups(groups)
+        for (_s, _i, edited), scored in zip(groups, out):
+            for j, im in enumerate(edited):
+                if np.asarray(im).mean() < 30:
+                    scored[j] = ScoredEdit.failed(DIMS, "edited: too dark to score")
+        return out
+
+
+def test_reward_model_errors_become_rejects(tmp_path):
+    write_dataset(tmp_path / "data")
+    stats = score_dataset(_cfg(tmp_path / "data", tmp_path / "out", batch_size=7), PickyScorer())
+    rejects = [r for r in read_jsonl(tmp_path / "out" / REJECTS) if r["reason"].startswith("reward model")]
+    assert sorted(r["id"] for r in rejects) == ["e0", "e1", "e2"]  # brightness 5, 15, 25
+    assert all("too dark" in r["reason"] for r in rejects)
+    assert stats["scored_now"] == 20 and stats["rejected_now"] == 8
+    _lines_once(tmp_path / "out", 28)
