@@ -112,10 +112,18 @@ def step_generator(seed: int, step: int, stream: int, device: Any = "cpu") -> to
     return g
 
 
+def denoiser(editor: Any) -> torch.nn.Module:
+    """The trained network of an editor (``transformer`` for the diffusers editors, else ``model``)."""
+    module = getattr(editor, "transformer", None) or getattr(editor, "model", None)
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"{type(editor).__name__} exposes neither .transformer nor .model as a torch module")
+    return module
+
+
 def editor_device(editor: Any) -> torch.device:
-    """Where the editor's transformer lives."""
+    """Where the editor's denoiser lives."""
     dev = getattr(editor, "device", None)
-    return torch.device(dev) if dev is not None else next(editor.transformer.parameters()).device
+    return torch.device(dev) if dev is not None else next(denoiser(editor).parameters()).device
 
 
 def load_policy(cfg: Any, accelerator: Any = None) -> tuple[Any, list[tuple[str, torch.nn.Parameter]]]:
@@ -128,10 +136,10 @@ def load_policy(cfg: Any, accelerator: Any = None) -> tuple[Any, list[tuple[str,
     editor = load_editor(cfg.editor.spec, **kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        lora = editor.add_lora(rank=cfg.editor.lora_rank, alpha=cfg.editor.lora_alpha,
-                               target_modules=cfg.editor.lora_targets)
+        targets = {"target_modules": cfg.editor.lora_targets} if cfg.editor.lora_targets else {}
+        lora = editor.add_lora(rank=cfg.editor.lora_rank, alpha=cfg.editor.lora_alpha, **targets)
     lora_ids = {id(p) for p in lora}
-    named = [(n, p) for n, p in editor.transformer.named_parameters()
+    named = [(n, p) for n, p in denoiser(editor).named_parameters()
              if p.requires_grad and (id(p) in lora_ids or not cfg.editor.train_lora_only)]
     if not named:
         raise RuntimeError("the editor has no trainable parameters after add_lora")
@@ -638,10 +646,10 @@ def train_grpo(cfg: GRPOConfig, reward_client: Any = None) -> dict[str, Any]:
 
             # ---- UPDATE: clipped surrogate + beta * KL over shuffled samples and trained timesteps
             t0 = time.perf_counter()
-            run.editor.transformer.train()
+            denoiser(run.editor).train()
             stats = grpo_update(run.editor, run.named_params, run.optimizer, rollout, adv, cfg,
                                 step_generator(cfg.seed, step, 1), run.accelerator)
-            run.editor.transformer.eval()
+            denoiser(run.editor).eval()
             t_update = time.perf_counter() - t0
 
             # ---- LOG: learned reward per dimension beside the oracle; KL, clipping, dead groups, timings

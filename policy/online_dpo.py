@@ -20,7 +20,7 @@ from typing import Any, Hashable, Iterator, Sequence
 import torch
 
 from policy.grpo_config import DPOConfig
-from policy.online import (Rollout, editor_device, fill_failed_rewards, info_means, optimizer_step, sample_groups,
+from policy.online import (Rollout, denoiser, editor_device, fill_failed_rewards, info_means, optimizer_step, sample_groups,
                            save_checkpoint, setup_run, step_generator, zero_advantage_fraction, _print_step)
 
 
@@ -152,10 +152,10 @@ def train_dpo(cfg: DPOConfig, reward_client: Any = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             stats: dict[str, float] = {}
             if pairs:
-                run.editor.transformer.train()
+                denoiser(run.editor).train()
                 stats = dpo_update(run.editor, run.named_params, run.optimizer, rollout, pairs, cfg,
                                    step_generator(cfg.seed, step, 1), reference, run.accelerator)
-                run.editor.transformer.eval()
+                denoiser(run.editor).eval()
             if snapshot is not None and step % max(cfg.train.refresh_every, 1) == 0:
                 snapshot.refresh()
             t_update = time.perf_counter() - t0

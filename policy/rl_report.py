@@ -63,4 +63,30 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path | None = None, tit
     return out_png
 
 
-__all__ = ["plot_curves"]
+def held_out_gain(metrics_path: str | Path, key: str = "eval/oracle_instruction_following") -> tuple[float, float]:
+    """``(score before training (step 0), score at the last evaluated step)`` of one run."""
+    from editrl.metrics import read_metrics
+
+    xs, ys = _series(read_metrics(metrics_path), key)
+    if len(xs) < 2 or xs[0] != 0:
+        raise ValueError(f"{metrics_path}: needs {key!r} at step 0 and at a later step")
+    return ys[0], ys[-1]
+
+
+def margin_over_seeds(metrics_paths: list[str | Path], key: str = "eval/oracle_instruction_following",
+                      confidence: float = 0.95) -> dict[str, Any]:
+    """Mean gain (last eval - step 0) over seeds with a Student-t confidence interval: THE RL measurement."""
+    import numpy as np
+    from scipy import stats
+
+    gains = np.array([b - a for a, b in (held_out_gain(p, key) for p in metrics_paths)])
+    n = len(gains)
+    mean = float(gains.mean())
+    if n < 2:
+        return {"key": key, "n": n, "gains": gains.tolist(), "mean": mean, "ci": [math.nan, math.nan]}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * gains.std(ddof=1) / math.sqrt(n))
+    return {"key": key, "n": n, "gains": gains.tolist(), "mean": mean, "ci": [mean - half, mean + half],
+            "confidence": confidence}
+
+
+__all__ = ["plot_curves", "held_out_gain", "margin_over_seeds"]

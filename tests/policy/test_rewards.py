@@ -139,3 +139,21 @@ def test_length_mismatch_is_an_error():
         EditRewardFn(FakeClient())(images, prompts[:2], meta)
     with pytest.raises(ValueError, match="group"):
         EditRewardFn(FakeClient())(images, prompts, [{"source": None}] * 4)
+
+
+def test_margin_over_seeds_by_hand(tmp_path):
+    from editrl.metrics import MetricsSink
+    from policy.rl_report import margin_over_seeds, plot_curves
+
+    paths = []
+    for i, (start, end) in enumerate([(1.0, 1.5), (1.2, 1.4), (1.1, 1.4)]):
+        with MetricsSink(tmp_path / f"s{i}") as sink:
+            sink.log({"eval/oracle_instruction_following": start, "reward_mean": 0.1}, step=0)
+            sink.log({"reward_mean": 0.2}, step=1)
+            sink.log({"eval/oracle_instruction_following": end, "reward_mean": 0.3}, step=2)
+        paths.append(sink.path)
+    m = margin_over_seeds(paths)
+    # gains 0.5, 0.2, 0.3: mean 1/3, sd 0.1528, t(0.975, 2) = 4.303 -> half width 0.3795
+    assert m["n"] == 3 and m["mean"] == pytest.approx(1 / 3)
+    assert m["ci"][0] == pytest.approx(1 / 3 - 0.37947, abs=1e-4) and m["ci"][1] == pytest.approx(1 / 3 + 0.37947, abs=1e-4)
+    assert plot_curves(paths[0]).stat().st_size > 1000
