@@ -13,6 +13,8 @@ best-of-N, and to catch reward hacking. Both scores are continuous in [1, 4].
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 
@@ -24,6 +26,7 @@ from editworld.tasks import Task
 _IF_KNOTS = (0.05, 0.4, 0.65, 0.9)
 _VQ_KNOTS = (1.5, 6.0, 12.0, 19.0)
 _EDGE_WEIGHT = 0.35
+_SPILL_WEIGHT = 4.0  # a changed share of the untouched area costs this much progress
 
 
 def _as_array(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
@@ -38,7 +41,6 @@ def _as_array(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
 def oracle_details(task: Task, image: Image.Image | np.ndarray) -> dict[str, float]:
     """The oracle's measurements (progress, spill, artefact, cast) and its two scores."""
     size = _size(image) or 32
-    src = task.source_array(size).astype(np.float32)
     tgt = task.target_array(size).astype(np.float32)
     img = _as_array(image, size)
 
@@ -48,19 +50,18 @@ def oracle_details(task: Task, image: Image.Image | np.ndarray) -> dict[str, flo
     cast = np.median((img - tgt)[ref], axis=0) if ref.any() else np.zeros(3, np.float32)
     img_c = img - cast
 
-    # instruction following on smoothed images (robust to noise and small artefacts)
-    # how far the edited region got from the source to the target (1 = exactly, 0 = unchanged)
-    s_img, s_src, s_tgt = (_median3(a) for a in (img_c, src, tgt))
+    # instruction following on smoothed images (robust to noise and small artefacts): how far the edited
+    # region got from the source to the target (1 = exactly, 0 = unchanged), at the pixel scale and at a
+    # coarse scale (blocks and blur hide pixel detail but not an edit), keeping the better of the two
     region = edit_region(task, size)
-    want = (s_tgt - s_src)[region]
-    got = (s_img - s_src)[region]
-    miss = np.linalg.norm(got - want, axis=-1).mean() / (np.linalg.norm(want, axis=-1).mean() + 1e-6)
-    progress = float(1.0 - miss) if region.any() else 1.0
+    coarse = _box_blur(img_c, 2)
+    progress = max(_progress(_median3(img_c), *_references(task, size, "median"), region),
+                   _progress(coarse, *_references(task, size, "blur"), region))
     # spill: share of the untouched area that visibly changed
     outside = ~_dilate(region, 3)
-    d_out = np.linalg.norm(_box_blur(img_c, 2) - _box_blur(src, 2), axis=-1)
+    d_out = np.linalg.norm(coarse - _references(task, size, "blur")[0], axis=-1)
     spill = float((d_out[outside] > 50).mean()) if outside.any() else 0.0
-    if_quality = progress - 5.0 * spill
+    if_quality = progress - _SPILL_WEIGHT * spill
     instruction_following = float(np.interp(if_quality, _IF_KNOTS, (1.0, 2.0, 3.0, 4.0)))
 
     # visual quality: off-palette energy plus the cast
@@ -88,7 +89,26 @@ def _median3(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     pad = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
     stack = np.stack([pad[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)])
-    return np.median(stack, axis=0)
+    return np.partition(stack, 4, axis=0)[4]
+
+
+@lru_cache(maxsize=2048)
+def _references(task: Task, size: int, smoothing: str) -> tuple[np.ndarray, np.ndarray]:
+    """Source and target smoothed like the image they are compared with (cached: a group shares them)."""
+    smooth = _median3 if smoothing == "median" else (lambda a: _box_blur(a, 2))
+    refs = smooth(task.source_array(size).astype(np.float32)), smooth(task.target_array(size).astype(np.float32))
+    for r in refs:
+        r.setflags(write=False)
+    return refs
+
+
+def _progress(s_img: np.ndarray, s_src: np.ndarray, s_tgt: np.ndarray, region: np.ndarray) -> float:
+    """1 - (distance of the image from the target over the edited region) / (size of the edit)."""
+    if not region.any():
+        return 1.0
+    want = (s_tgt - s_src)[region]
+    miss = np.linalg.norm((s_img - s_src)[region] - want, axis=-1).mean()
+    return float(1.0 - miss / (np.linalg.norm(want, axis=-1).mean() + 1e-6))
 
 
 def _edges(img: np.ndarray) -> np.ndarray:
