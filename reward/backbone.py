@@ -157,7 +157,27 @@ def build_tiny_backbone(cfg: RewardModelConfig, processor: Any) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.tiny.seed)
         model = Qwen2_5_VLModel(config)
+        _fan_in_init(model)
     return model.to(dtype=torch_dtype(cfg.dtype))
+
+
+def _fan_in_init(model: Any) -> None:
+    """Re-initialise linear layers with std 1/sqrt(fan_in).
+
+    The configs' ``initializer_range`` (0.02) suits 3,584-wide pretrained models; in a 64-wide vision tower
+    trained from scratch it shrinks the image signal at every layer, so the reward token barely sees the
+    edited image and a 32-pair batch cannot even be memorised (measured: loss stuck near log 2 after 60
+    AdamW steps, against 0.002 with this init).
+    """
+    import math
+
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, 0.0, 1.0 / math.sqrt(module.in_features))
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
 
 
 def backbone_from_config(config_dict: dict, cfg: RewardModelConfig) -> Any:
