@@ -84,12 +84,19 @@ def _size(image: Image.Image | np.ndarray) -> int | None:
     return int(h) if h else None
 
 
+# compare-exchange network whose element 4 ends up the median of 9 (Paeth's 19-exchange network)
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+            (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
 def _median3(img: np.ndarray) -> np.ndarray:
-    """3x3 median filter per channel: removes pixel noise without bleeding edges."""
+    """3x3 median filter per channel (edges padded): removes pixel noise without bleeding edges."""
     h, w = img.shape[:2]
     pad = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    stack = np.stack([pad[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)])
-    return np.partition(stack, 4, axis=0)[4]
+    p = [pad[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]
+    for a, b in _MEDIAN9:
+        p[a], p[b] = np.minimum(p[a], p[b]), np.maximum(p[a], p[b])
+    return p[4]
 
 
 @lru_cache(maxsize=2048)
@@ -133,7 +140,15 @@ def artefact_badness(dist: np.ndarray, src: np.ndarray, tgt: np.ndarray, cast: n
     return max(flat, _EDGE_WEIGHT * edge) + 0.3 * float(np.linalg.norm(cast))
 
 
+_PALETTE64 = PALETTE.astype(np.float64)
+_PALETTE_SQ = (_PALETTE64 ** 2).sum(-1)
+
+
 def palette_distance(img: np.ndarray, return_nearest: bool = False):
     """Per-pixel distance to the nearest palette colour (0 everywhere on an exact render)."""
-    d = np.sqrt(((np.clip(img, 0, 255)[..., None, :] - PALETTE) ** 2).sum(-1))
-    return (d.min(-1), d.argmin(-1)) if return_nearest else d.min(-1)
+    x = np.clip(img, 0, 255).reshape(-1, 3).astype(np.float64)
+    d2 = (x * x).sum(-1)[:, None] - 2.0 * (x @ _PALETTE64.T) + _PALETTE_SQ
+    nearest = d2.argmin(-1)
+    dist = np.sqrt(np.maximum(np.take_along_axis(d2, nearest[:, None], -1)[:, 0], 0.0)).astype(np.float32)
+    dist, nearest = dist.reshape(img.shape[:2]), nearest.reshape(img.shape[:2])
+    return (dist, nearest) if return_nearest else dist
