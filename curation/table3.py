@@ -134,18 +134,29 @@ def flaw_share(manifest: str | Path) -> dict[str, float]:
 
 
 # ---- 3. SFT through the policy package's public command ---------------------------------------------
-def run_sft(manifest: Path, out: Path, cfg: Table3Config) -> Path:
-    """Fine-tune the tiny editor on ``manifest`` with the arm-independent budget; returns the editor folder."""
-    from editrl.cli import main
+def sft_command(manifest: Path, out: Path, cfg: Table3Config) -> list[str]:
+    """The ``editrl policy sft`` command line of one arm: a fresh tiny editor (seeded init), the arm's manifest,
+    and the budget every arm shares; the held-out evaluation is ours (same tasks and noise for all arms)."""
+    import sys
 
-    overrides = [f"data.manifest={manifest}", f"out={out}", f"train.steps={cfg.sft_steps}",
-                 f"train.batch_size={cfg.sft_batch_size}", f"seed={cfg.seed}", *cfg.sft_overrides]
-    if not cfg.progress:
-        overrides.append("progress=false")
-    code = main(["policy", "sft", *overrides])
-    if code:
-        raise RuntimeError(f"editrl policy sft failed with exit code {code} ({manifest})")
-    return out
+    return [sys.executable, "-m", "editrl.cli", "policy", "sft", "editor.spec=new-tiny", f"data.source={manifest}",
+            f"out={out}", f"save_to={out / 'editor'}", f"seed={cfg.seed}", f"train.max_steps={cfg.sft_steps}",
+            f"train.batch_size={cfg.sft_batch_size}", "train.time_budget_minutes=0", "eval.num_tasks=0",
+            f"progress={'true' if cfg.progress else 'false'}", "wandb_project=null", *cfg.sft_overrides]
+
+
+def run_sft(manifest: Path, out: Path, cfg: Table3Config) -> Path:
+    """Fine-tune the tiny editor on ``manifest`` with the arm-independent budget; returns the editor folder.
+
+    Runs ``editrl policy sft`` in a child process: curation does not import ``policy`` (DESIGN.md dependency
+    direction), and each arm starts from a clean interpreter."""
+    import subprocess
+
+    cmd = sft_command(manifest, out, cfg)
+    done = subprocess.run(cmd, check=False)
+    if done.returncode:
+        raise RuntimeError(f"editrl policy sft failed with exit code {done.returncode}: {' '.join(cmd)}")
+    return out / "editor"
 
 
 # ---- 4. evaluation -----------------------------------------------------------------------------------

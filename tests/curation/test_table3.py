@@ -70,6 +70,7 @@ def test_budget_minutes_scales_steps():
 HAVE_SFT = importlib.util.find_spec("policy.sft") is not None and importlib.util.find_spec("rollout.tiny_editor") is not None
 
 
+@pytest.mark.slow  # three `editrl policy sft` child processes (torch + diffusers imports each)
 @pytest.mark.skipif(not HAVE_SFT, reason="policy.sft / rollout.tiny_editor not available yet")
 def test_tiny_table3_end_to_end(tmp_path):
     from curation.table3 import print_table, run_table3
@@ -89,4 +90,17 @@ def test_tiny_table3_end_to_end(tmp_path):
             assert 1.0 <= arm[d]["mean"] <= 4.0 and arm[d]["ci95"][0] <= arm[d]["mean"] <= arm[d]["ci95"][1]
     assert json.loads((tmp_path / "t3" / "table3.json").read_text())["curation"]["kept"] == 24
     assert (tmp_path / "t3" / "table3.png").stat().st_size > 0
+    for arm in ("full", "curated", "random"):  # every arm trained with the same budget from the same init
+        assert (tmp_path / "t3" / f"sft-{arm}" / "editor").is_dir()
     print_table(result)
+
+
+def test_sft_command_is_identical_across_arms_but_for_data_and_out(tmp_path):
+    from curation.table3 import sft_command
+
+    cfg = Table3Config(sft_steps=77, sft_batch_size=9, seed=3)
+    a = sft_command(tmp_path / "a.jsonl", tmp_path / "A", cfg)
+    b = sft_command(tmp_path / "b.jsonl", tmp_path / "B", cfg)
+    differ = [(x, y) for x, y in zip(a, b) if x != y]
+    assert len(a) == len(b) and len(differ) == 3  # data.source, out, save_to
+    assert "train.max_steps=77" in a and "train.batch_size=9" in a and "seed=3" in a and "editor.spec=new-tiny" in a
