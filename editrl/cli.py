@@ -148,6 +148,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the miniature paper Table 3 on the editworld (full vs curated vs random SFT)")
     p.add_argument("--budget-minutes", type=float, default=None, help="table 3: SFT minutes per arm (default: preset)")
 
+    # ---- best-of-N (rollout/best_of_n_commands.py) ----
+    p = _command(top, "best-of-n", "rollout.best_of_n_commands:run",
+                 "sample N edits, rank them with the reward model, keep the best; or --sweep on held-out editworld tasks")
+    p.add_argument("--editor", default="editworld-tiny", help="editor spec or local folder (default: the shipped tiny editor)")
+    p.add_argument("--reward", default=None, help="reward checkpoint folder or ray://NAME[@ADDRESS]")
+    p.add_argument("--service", default=None, metavar="NAME", help="score through the running `editrl reward serve --name NAME`")
+    p.add_argument("--ray-address", default=None, help="Ray cluster of --service (default: auto)")
+    p.add_argument("--source", default=None, help="source image")
+    p.add_argument("--instruction", default=None, help="edit instruction")
+    p.add_argument("--n", type=int, default=None, help="number of candidates to sample")
+    p.add_argument("--select", default="aggregate", choices=["aggregate", "lcb"],
+                   help="aggregate: highest aggregated mu; lcb: highest aggregated mu - k * sigma")
+    p.add_argument("--k", type=float, default=1.0, help="uncertainty weight of --select lcb (default 1.0)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--steps", type=int, default=10, help="sampling steps")
+    p.add_argument("--noise-level", type=float, default=0.7, help="SDE noise level (> 0 so candidates differ)")
+    p.add_argument("--guidance", type=float, default=None, help="editor guidance (default: the editor's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--batch-size", type=int, default=32, help="images per sampler call and reward batch size")
+    p.add_argument("--device", default=None, help="torch device of editor and in-process reward model (default CPU)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--sweep", action="store_true", help="oracle score of the chosen edit against N on held-out tasks")
+    p.add_argument("--tasks", type=int, default=64, help="sweep: held-out editworld tasks")
+    p.add_argument("--ns", default="1,2,4,8,16", help="sweep: comma-separated N values")
+    p.add_argument("--task-seed", type=int, default=None, help="sweep: task seed (default editworld.tasks.HELD_OUT_SEED)")
+    p.add_argument("--size", type=int, default=None, help="sweep: editworld image size (default: the editor's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     # ---- demo: the whole story on the embedded default -------------------------------------------------
     p = _command(top, "demo", "editrl.demo:run", "run the embedded-default demo end to end and write an HTML report")
     p.add_argument("--out", default="runs/demo", help="output folder (report.html goes here)")
