@@ -67,6 +67,9 @@ def load_pieces(args: argparse.Namespace) -> tuple[Any, Any]:
     return editor, client
 
 
+ABBREV = {"instruction_following": "IF", "visual_quality": "VQ"}
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -102,7 +105,7 @@ def single_command(args: argparse.Namespace) -> int:
     dims = list(rows[0]["mu"]) if rows and rows[0]["mu"] else []
     table = Table(title=f"best-of-{args.n} ({args.select}{f', k={args.k:g}' if args.select == 'lcb' else ''}): "
                         f"{args.instruction!r}")
-    for col in ("rank", "candidate", *[f"{d} mu+-sigma" for d in dims], "aggregate", "lcb"):
+    for col in ("rank", "candidate", *[f"{ABBREV.get(d, d)} mu +- sigma" for d in dims], "aggregate", "lcb"):
         table.add_column(col, justify="right")
     for r in sorted(rows, key=lambda r: r["rank"]):
         cells = [f"{_fmt(r['mu'].get(d))} +- {_fmt(r['sigma'].get(d))}" for d in dims]
@@ -111,6 +114,7 @@ def single_command(args: argparse.Namespace) -> int:
                       f"{_fmt(r['aggregate'])} +- {_fmt(r['aggregate_sigma'])}", _fmt(r["lcb"]), style=style)
     console = Console()
     console.print(table)
+    console.print(", ".join(f"{v} = {d}" for d, v in ABBREV.items() if d in dims))
     console.print(f"chosen: candidate {result.chosen:02d} -> {out / 'chosen.png'}; report {out / 'index.html'}")
     failed = [r for r in rows if r["error"]]
     for r in failed:
@@ -168,7 +172,6 @@ def ranked_grid(source: Any, images: Sequence[Any], rows: Sequence[dict], path: 
     aggregate and lcb."""
     from PIL import Image, ImageDraw
 
-    abbrev = {"instruction_following": "IF", "visual_quality": "VQ"}
     tile = max(min_tile, max(im.size[0] for im in images))
     line = 12
     dims = list(rows[0]["mu"]) if rows and rows[0]["mu"] else []
@@ -192,7 +195,7 @@ def ranked_grid(source: Any, images: Sequence[Any], rows: Sequence[dict], path: 
             continue
         for d in dims:
             ty += line
-            draw.text((x, ty), f"{abbrev.get(d, d[:4])} {_fmt(r['mu'].get(d), 2)} +- {_fmt(r['sigma'].get(d), 2)}",
+            draw.text((x, ty), f"{ABBREV.get(d, d[:4])} {_fmt(r['mu'].get(d), 2)} +- {_fmt(r['sigma'].get(d), 2)}",
                       fill="black")
         ty += line
         draw.text((x, ty), f"agg {_fmt(r['aggregate'], 2)}  lcb {_fmt(r['lcb'], 2)}", fill="black")
@@ -216,7 +219,7 @@ def _parse_ns(text: str) -> list[int]:
 
 
 METHOD_LABELS = {"aggregate": "reward: aggregate", "lcb": "reward: lcb", "random": "random choice",
-                 "oracle_best": "oracle best (upper bound)"}
+                 "oracle_best": "oracle best (bound)"}
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -252,7 +255,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     table = Table(title=f"best-of-N on {res['num_tasks']} held-out editworld tasks (oracle scores of the chosen edit, "
                         f"1-4; k = {args.k:g})")
-    for col in ("N", "method", "instruction_following", "visual_quality", "mean", "+- se"):
+    for col in ("N", "method", "instr. following", "visual quality", "mean", "+- se"):
         table.add_column(col, justify="right" if col not in ("method",) else "left")
     for n, methods in res["results"].items():
         for m, v in methods.items():
@@ -280,15 +283,15 @@ def plot_sweep(results: dict[str, dict[str, dict[str, float]]], path: str | Path
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     styles = {"random": dict(linestyle="--", color="gray"), "oracle_best": dict(linestyle=":", color="black")}
     for ax, panel in zip(axes[0], panels):
-        for m in methods:
+        for i, m in enumerate(methods):
             ys = [results[str(n)][m][panel] for n in ns]
             kw = styles.get(m, {})
-            if panel == "mean":
+            if panel == "mean":  # error bars of the methods side by side (x nudged on the log axis)
                 se = [results[str(n)][m]["se"] for n in ns]
-                line = ax.errorbar(ns, ys, yerr=se, marker="o", capsize=3, label=METHOD_LABELS.get(m, m), **kw)
+                xs = [n * 2 ** (0.06 * (i - (len(methods) - 1) / 2)) for n in ns]
+                ax.errorbar(xs, ys, yerr=se, marker="o", capsize=2, elinewidth=0.8, label=METHOD_LABELS.get(m, m), **kw)
             else:
-                line = ax.plot(ns, ys, marker="o", label=METHOD_LABELS.get(m, m), **kw)
-            del line
+                ax.plot(ns, ys, marker="o", label=METHOD_LABELS.get(m, m), **kw)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.set_xlabel("N (candidates)")

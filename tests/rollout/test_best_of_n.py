@@ -152,3 +152,15 @@ def test_cli_rejects_bad_input(pieces, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "reward checkpoint" in err and "--ns" in err
+
+
+def test_reward_spec_from_service_flags(tmp_path):
+    import argparse
+
+    from rollout.best_of_n_commands import reward_spec
+
+    ns = lambda **kw: argparse.Namespace(**{"reward": None, "service": None, "ray_address": None, **kw})  # noqa: E731
+    assert reward_spec(ns(service="editrl-reward")) == "ray://editrl-reward"
+    assert reward_spec(ns(service="r", ray_address="127.0.0.1:6379")) == "ray://r@127.0.0.1:6379"
+    assert reward_spec(ns(reward="ray://r@auto")) == "ray://r@auto"
+    assert reward_spec(ns(reward=str(tmp_path))) == str(tmp_path)
