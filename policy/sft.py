@@ -146,6 +146,15 @@ def lr_factor(step: int, cfg: SFTConfig) -> float:
     return tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay after (0-based) optimiser step ``step``: ``min(decay, (1 + step) / (10 + step))``.
+
+    The warm-up keeps the random initial weights out of the average: with a constant 0.999 they would still
+    weigh 0.999**1500 = 22% after 1,500 steps.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """Noise / sigma randomness owned by (seed, step): independent of history, so resume is exact."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1))
@@ -279,9 +288,10 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
+                decay = ema_decay_at(step, tr.ema_decay)
                 with torch.no_grad():
                     for k, v in module.state_dict().items():
-                        ema[k].mul_(tr.ema_decay).add_(v.detach().float().cpu(), alpha=1 - tr.ema_decay)
+                        ema[k].mul_(decay).add_(v.detach().float().cpu(), alpha=1 - decay)
             step += 1
             last_loss = float(loss.detach())
             if not math.isfinite(last_loss):

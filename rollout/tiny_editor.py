@@ -59,6 +59,8 @@ class TinyEditorConfig:
     text_heads: int = 4
     max_text_length: int = 16  # tokens including [BOS] / [EOS]
     shift: float = 1.0  # static shift of the sigma schedule (1 = none)
+    source_conditioning: str = "tokens"  # "tokens": Kontext-style appended source tokens; "channels": the packed
+    # source is concatenated to each noisy token's channels (InstructPix2Pix-style; half the sequence length)
 
     @property
     def tokens_per_side(self) -> int:
@@ -88,7 +90,8 @@ class TinyConditioning:
     prompt_embeds: torch.Tensor  # (B, S, D) text encoder sequence output
     pooled_prompt_embeds: torch.Tensor  # (B, D) text encoder pooled output
     text_ids: torch.Tensor  # (S, 3) zeros
-    image_ids: torch.Tensor  # (2L, 3) output ids (first coordinate 0) then source ids (first coordinate 1)
+    image_ids: torch.Tensor  # (2L, 3) output ids (first coordinate 0) then source ids (first coordinate 1); (L, 3)
+    # output ids only with source_conditioning "channels"
 
     @property
     def batch_size(self) -> int:
@@ -179,6 +182,9 @@ class TinyEditor(Editor):
             raise ValueError(f"axes_dims_rope {config.axes_dims_rope} must sum to head_dim {config.head_dim}")
         if config.image_size % config.patch:
             raise ValueError(f"image_size {config.image_size} is not a multiple of patch {config.patch}")
+        if config.source_conditioning not in ("tokens", "channels"):
+            raise ValueError(f"source_conditioning must be 'tokens' or 'channels', got {config.source_conditioning!r}")
+        in_channels = config.channels * (2 if config.source_conditioning == "channels" else 1)
         tokenizer = build_word_tokenizer(editworld_words(), max_length=config.max_text_length)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -188,7 +194,7 @@ class TinyEditor(Editor):
                 num_attention_heads=config.text_heads, max_position_embeddings=config.max_text_length,
                 pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID))
             transformer = FluxTransformer2DModel(
-                patch_size=1, in_channels=config.channels, out_channels=config.channels,
+                patch_size=1, in_channels=in_channels, out_channels=config.channels,
                 num_layers=config.double_layers, num_single_layers=config.single_layers,
                 attention_head_dim=config.head_dim, num_attention_heads=config.num_heads,
                 joint_attention_dim=config.text_hidden, pooled_projection_dim=config.text_hidden,
@@ -256,7 +262,9 @@ class TinyEditor(Editor):
         with torch.set_grad_enabled(torch.is_grad_enabled() and trains_text):
             embeds, pooled = self.encode_text(instructions)
         n = cfg.tokens_per_side
-        ids = torch.cat([position_ids(n, 0), position_ids(n, 1)]).to(self.device)
+        ids = position_ids(n, 0) if cfg.source_conditioning == "channels" else torch.cat([position_ids(n, 0),
+                                                                                         position_ids(n, 1)])
+        ids = ids.to(self.device)
         return TinyConditioning(source_tokens=pack_pixels(pixels, cfg.patch), prompt_embeds=embeds,
                                 pooled_prompt_embeds=pooled,
                                 text_ids=torch.zeros(embeds.shape[1], 3, device=self.device), image_ids=ids)
@@ -287,7 +295,8 @@ class TinyEditor(Editor):
         """Predicted ``noise - x_data`` for the output tokens (differentiable)."""
         b, n_out = latents.shape[:2]
         dtype = self.dtype
-        hidden = torch.cat([latents.to(dtype), cond.source_tokens.to(dtype)], dim=1)
+        along = -1 if self.config.source_conditioning == "channels" else 1
+        hidden = torch.cat([latents.to(dtype), cond.source_tokens.to(dtype)], dim=along)
         timestep = torch.as_tensor(sigma, device=latents.device, dtype=dtype).reshape(-1).expand(b)
         out = self.transformer(hidden_states=hidden, encoder_hidden_states=cond.prompt_embeds.to(dtype),
                                pooled_projections=cond.pooled_prompt_embeds.to(dtype), timestep=timestep,

@@ -152,3 +152,25 @@ def test_registry_loads_a_tiny_folder_and_bad_folders_are_named(editor, tmp_path
 def test_unknown_words_become_unk(editor):
     ids = editor.tokenizer(["make the red circle zebra"])["input_ids"][0]
     assert ids[0] == 2 and ids[-1] == 3 and 1 in ids
+
+
+def test_channel_source_conditioning():
+    """source_conditioning=channels: the source rides in each noisy token's channels (L tokens, not 2L)."""
+    from dataclasses import replace
+
+    ed = TinyEditor.from_config(replace(SMALL, source_conditioning="channels"), seed=0)
+    cond = ed.prepare(_images(2), INSTR[:2])
+    assert cond.image_ids.shape == (16, 3) and cond.image_ids[:, 0].eq(0).all()
+    x = torch.randn(2, 16, 48)
+    v = ed.velocity(x, torch.tensor(0.5), cond)
+    assert v.shape == (2, 16, 48)
+    # the prediction depends on the source (it is an input), and a zero latent is still a no-op
+    other = ed.prepare(_images(2, seed=1), INSTR[:2])
+    assert not torch.allclose(v, ed.velocity(x, torch.tensor(0.5), replace(other, prompt_embeds=cond.prompt_embeds,
+                                                                             pooled_prompt_embeds=cond.pooled_prompt_embeds)))
+    src = ed.decode(torch.zeros(2, 16, 48), cond, output_type="pt")
+    assert torch.allclose(src * 2 - 1, unpack_pixels(cond.source_tokens, 4, 16, 16), atol=1e-6)
+    sample = ed.sample(cond, num_steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(sample.images) == 2
+    with pytest.raises(ValueError, match="source_conditioning"):
+        TinyEditor.from_config(replace(SMALL, source_conditioning="pixels"))
