@@ -11,8 +11,7 @@ install: .installed
 	touch .installed
 
 demo: install
-	editrl world generate --out runs/demo/world --groups 200 --seed 0
-	editrl world check runs/demo/world
+	editrl demo --out runs/demo
 
 test: install
 	$(PY) -m pytest -q

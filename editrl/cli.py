@@ -185,9 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- demo: the whole story on the embedded default -------------------------------------------------
     p = _command(top, "demo", "editrl.demo:run", "run the embedded-default demo end to end and write an HTML report")
     p.add_argument("--out", default="runs/demo", help="output folder (report.html goes here)")
-    p.add_argument("--groups", type=int, default=300, help="editworld groups to generate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reward", default=None, help="reward checkpoint (default: the shipped tiny model)")
+    p.add_argument("--groups", type=int, default=None, help="editworld groups to generate (default 300; 12 with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world, the training runs and the sampling")
+    p.add_argument("--reward", default=None,
+                   help="reward checkpoint (default: the shipped tiny model if it holds weights, else one the demo trains briefly)")
+    p.add_argument("--quick", action="store_true", help="every stage at a tiny size (a smoke test; numbers mean nothing)")
+    p.add_argument("--skip", default=None, metavar="STAGE,...", help="stages to skip: world, reward, curate, best-of-n, grpo")
 
     return parser
 
