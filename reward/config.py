@@ -56,6 +56,11 @@ class RewardModelConfig:
     lora_alpha: int = 32  # LoRA scaling numerator (used when lora_r > 0)
     lora_dropout: float = 0.0  # dropout on the LoRA branch (used when lora_r > 0)
     reward_token: str = "<|reward|>"  # special token whose last hidden state feeds the heads
+    # Which state of the reward token feeds the heads: "final" = the backbone's last hidden state (after its
+    # final RMSNorm; the paper's choice for pretrained backbones); "pre_norm" = the last decoder layer's output
+    # before that norm. A backbone trained from scratch learns far faster from "pre_norm": the final norm
+    # removes feature magnitude, which is where a fresh vision tower first encodes noise/blur.
+    head_input: Literal["final", "pre_norm"] = "final"
 
     def __post_init__(self) -> None:
         if not self.dimensions:

@@ -78,6 +78,9 @@ class EditRewardModel(nn.Module):
             self.heads = nn.ModuleList([_mlp(hidden, model_cfg.head_width, model_cfg.head_bottleneck, 2 * d,
                                              model_cfg.head_dropout)])
         self.heads.float()
+        self._pre_norm: torch.Tensor | None = None
+        if model_cfg.head_input == "pre_norm":
+            self._final_norm().register_forward_pre_hook(self._keep_pre_norm)
         self._apply_training_options()
 
     # -- set-up --------------------------------------------------------------------------------------
@@ -110,6 +113,26 @@ class EditRewardModel(nn.Module):
                 self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _final_norm(self) -> nn.Module:
+        text = getattr(self.core, "language_model", None)
+        norm = getattr(text, "norm", None)
+        if norm is None:
+            raise ValueError(f"head_input='pre_norm' needs the backbone's final text norm (language_model.norm); "
+                             f"{type(self.core).__name__} has none")
+        return norm
+
+    def _keep_pre_norm(self, module: nn.Module, args: tuple) -> None:
+        self._pre_norm = args[0]
+
+    def _head_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The per-token states the heads read: ``hidden`` itself, or what entered the final norm (pre_norm)."""
+        if self.cfg.head_input == "final":
+            return hidden
+        pre, self._pre_norm = self._pre_norm, None
+        if pre is None or pre.shape[:2] != hidden.shape[:2]:
+            raise RuntimeError("head_input='pre_norm': the final norm's input was not captured for this pass")
+        return pre
 
     # -- pieces --------------------------------------------------------------------------------------
     def rope_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mm_token_type_ids: torch.Tensor,
@@ -158,7 +181,7 @@ class EditRewardModel(nn.Module):
             raise ValueError("mm_token_type_ids missing: build batches with reward.inputs.RewardInputBuilder")
         hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids,
                                        position_ids)
-        return self.head_outputs(self.reward_hidden(hidden, input_ids))
+        return self.head_outputs(self.reward_hidden(self._head_states(hidden), input_ids))
 
     def forward_official_style(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
@@ -167,7 +190,7 @@ class EditRewardModel(nn.Module):
         mus, log_sigmas = [], []
         for d in range(self.cfg.num_dimensions):
             hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
-            out = self.head_outputs(self.reward_hidden(hidden, input_ids), dims=[d])
+            out = self.head_outputs(self.reward_hidden(self._head_states(hidden), input_ids), dims=[d])
             mus.append(out.mu)
             log_sigmas.append(out.log_sigma)
         return RewardOutput(mu=torch.cat(mus, dim=1), log_sigma=torch.cat(log_sigmas, dim=1))
@@ -220,7 +243,7 @@ class EditRewardModel(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
                             pixel_values=pixel_values, image_grid_thw=image_grid_thw, past_key_values=cache,
                             use_cache=True)
-        return self.head_outputs(self.reward_hidden(out.last_hidden_state, input_ids))
+        return self.head_outputs(self.reward_hidden(self._head_states(out.last_hidden_state), input_ids))
 
 
 # -- construction ------------------------------------------------------------------------------------

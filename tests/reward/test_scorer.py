@@ -110,3 +110,22 @@ def test_cli_score_prints_a_table(tmp_path, scorer, capsys, monkeypatch):
     assert "a.png" in out and "b.png" in out and "visual_quality" in out and "score" in out
     expected = scorer.score_group(paths[0], "remove the red circle", paths[1:])
     assert f"{expected[0].score:.3f}" in out
+
+
+def test_pre_norm_head_input_reads_the_final_norms_input_and_keeps_prefix_equality():
+    """head_input='pre_norm' feeds the heads what enters the final RMSNorm; shared-prefix scoring still equals full."""
+    torch.manual_seed(0)
+    cfg = RewardModelConfig(head_input="pre_norm")
+    model, processor = build_reward_model(cfg)
+    pre = RewardScorer(model, processor, cfg, batch_size=4)
+    source, instruction = _image(48, 32, 0), "make the red circle blue"
+    edited = [_image(32, 32, 20 + i) for i in range(3)]
+    for g, f in zip(pre.score_group(source, instruction, edited), _full(pre, source, instruction, edited)):
+        _assert_same(g, f, atol=1e-4)
+    # Same weights read at the final (normed) state give different scores: the option really switches the input.
+    a = _full(pre, source, instruction, edited)[0]
+    final_cfg = RewardModelConfig(head_input="final")
+    model.cfg = final_cfg
+    final = RewardScorer(model, processor, final_cfg, batch_size=4)
+    b = _full(final, source, instruction, edited)[0]
+    assert abs(a.score - b.score) > 1e-3
