@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-items", type=int, default=None, help="score only about this many items per benchmark")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (same as --baselines none)")
+    p = _command(reward, "ablate", "reward.ablate:run",
+                 "Tables 4 and 7: train reward variants on one budget, compare them on the editworld bench (resumable)")
+    _config_args(p, default="configs/reward/ablate-editworld.yaml")
+    p.add_argument("--out", default=None, help="output folder: one per variant, ablate.json, ablate.png; rerun to resume")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # reward serving (reward/service_commands.py)
     p = _command(reward, "serve", "reward.service_commands:serve", "serve a reward checkpoint from a pool of Ray actors (dynamic batching)")
     p.add_argument("--checkpoint", required=True, help="reward checkpoint folder loaded by every replica")
