@@ -9,8 +9,11 @@ Architecture (what FLUX.1-Kontext does, shrunk so it trains on 2 CPU cores):
   ``source + latent``. A no-op is the all-zero latent, so the network spends its capacity on the edit instead of
   on copying 1,000 pixels; it is a fixed, invertible change of latent space (like a VAE), not a change to the
   flow-matching objective or the sampler;
-- *Kontext conditioning*: the packed source tokens are appended to the noisy tokens; their RoPE position ids
-  carry 1 in the first coordinate (output tokens 0), and the prediction for them is discarded;
+- *source conditioning*, ``source_conditioning``: ``"tokens"`` (Kontext) appends the packed source tokens to the
+  noisy tokens, their RoPE position ids carrying 1 in the first coordinate (output tokens 0), and discards the
+  prediction for them; ``"channels"`` (the shipped editor; InstructPix2Pix-style) concatenates each packed source
+  token to the noisy token at the same position (``in_channels`` doubles), halving the sequence: ~2x faster steps
+  and the source pixels aligned with the latent they edit (held-out IF 1.67 after 7.5 min vs 1.41 after 12 min);
 - *text*: a tiny ``CLIPTextModel`` (built from a config, trained jointly) over an offline word-level tokenizer of
   the editworld vocabulary (``rollout.text``); its sequence output feeds the joint attention and its pooled output
   the ``pooled_projections``, as in FLUX;
