@@ -71,6 +71,30 @@ def aggregate_scores(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> tor
 
 # ---- checkpoints -----------------------------------------------------------------------------------
 
+def _torch_optimizer(optimizer: Any) -> Any:
+    """The innermost torch optimiser: accelerate's wrapper -> (DeepSpeed's ZeRO optimiser ->) torch.optim.
+
+    Under ZeRO its parameters are this rank's flat fp32 partitions, so its state is plain tensors that
+    safetensors can hold (DeepSpeed's own checkpoints are pickles, which editrl never writes or reads)."""
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _optimizer_file(rank: int) -> str:
+    return "optimizer.safetensors" if rank == 0 else f"optimizer-rank{rank}.safetensors"
+
+
+def save_optimizer_state(ckpt_dir: Path, optimizer: Any, rank: int = 0) -> dict[str, Any]:
+    """This rank's optimiser state -> ``optimizer[-rankR].safetensors``; returns the JSON metadata."""
+    from safetensors.torch import save_file
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tensors, meta = _flatten_optimizer(_torch_optimizer(optimizer).state_dict())
+    save_file(tensors, str(ckpt_dir / _optimizer_file(rank)))
+    return meta
+
+
 def save_training_state(ckpt_dir: Path, model: torch.nn.Module, processor: Any, cfg: RewardTrainConfig,
                         optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> Path:
     """Write a resumable checkpoint: the model (save_checkpoint), optimiser, scheduler, RNG states, step."""
@@ -80,8 +104,7 @@ def save_training_state(ckpt_dir: Path, model: torch.nn.Module, processor: Any, 
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, processor, cfg.model, ckpt_dir, extra={"train_step": state["step"]})
-    tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, str(ckpt_dir / "optimizer.safetensors"))
+    meta = save_optimizer_state(ckpt_dir, optimizer, rank=0)
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -94,7 +117,7 @@ def save_training_state(ckpt_dir: Path, model: torch.nn.Module, processor: Any, 
 
 
 def load_training_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: Any) -> dict[str, Any]:
+                        scheduler: Any, rank: int = 0) -> dict[str, Any]:
     """Restore what save_training_state wrote into live objects; returns the trainer state (step, ...)."""
     from safetensors.torch import load_file
 
@@ -108,8 +131,14 @@ def load_training_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch
     loaded_model = loaded[0] if isinstance(loaded, tuple) else getattr(loaded, "model", loaded)
     model.load_state_dict(loaded_model.state_dict())
     state = json.loads(state_path.read_text())
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(ckpt_dir / "optimizer.safetensors")),
-                                                   state.pop("optimizer")))
+    optimizer_file = ckpt_dir / _optimizer_file(rank)
+    if not optimizer_file.is_file():
+        raise DataError(ckpt_dir, f"{optimizer_file.name} missing (checkpoint written with fewer processes?)")
+    _torch_optimizer(optimizer).load_state_dict(_unflatten_optimizer(load_file(str(optimizer_file)),
+                                                                     state.pop("optimizer")))
+    zero = getattr(optimizer, "optimizer", None)
+    if hasattr(zero, "refresh_fp32_params"):  # ZeRO keeps fp32 master partitions: copy them from the loaded weights
+        zero.refresh_fp32_params()
     scheduler.load_state_dict(state.pop("scheduler"))
     rng = load_file(str(ckpt_dir / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
@@ -249,7 +278,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
             ds_config["gradient_clipping"] = t.max_grad_norm
         ds_plugin = DeepSpeedPlugin(hf_ds_config=ds_config)
     accelerator = Accelerator(mixed_precision="bf16" if (t.bf16 and use_cuda) else "no",
-                              gradient_accumulation_steps=t.grad_accum, cpu=not use_cuda, deepspeed_plugin=ds_plugin)
+                              gradient_accumulation_steps=t.grad_accum, cpu=not use_cuda and ds_plugin is None,
+                              deepspeed_plugin=ds_plugin)  # cpu=True would silently drop DeepSpeed
     set_seed(t.seed)
     is_main = accelerator.is_main_process
     if is_main:
@@ -286,7 +316,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     step, elapsed_before = 0, 0.0
     resume_dir = latest_checkpoint(out_dir) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
     if resume_dir is not None:
-        state = load_training_state(resume_dir, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = load_training_state(resume_dir, accelerator.unwrap_model(model), optimizer, scheduler, rank)
         step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
         if is_main:
             print(f"resumed from {resume_dir} at step {step}")
@@ -302,6 +332,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
         if is_main:
             save_training_state(ckpt, accelerator.unwrap_model(model), processor, cfg, optimizer, scheduler,
                                 {"step": at_step, "elapsed_s": elapsed, "total_steps": total_steps})
+        elif ds_plugin is not None:  # ZeRO partitions the optimiser state: every rank writes its own part
+            save_optimizer_state(ckpt, optimizer, rank)
         accelerator.wait_for_everyone()
         return ckpt
 
