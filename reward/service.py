@@ -305,6 +305,7 @@ class RewardDispatcher:
         self._batch_seq = 0
         self._counters = collections.Counter({k: 0 for k in _COUNTERS})
         self._waiting_callers = 0
+        self._peak = {"waiting_callers": 0, "queue_depth_edits": 0}  # high-water marks since start
         self._batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
         self._requests_per_batch: collections.deque[int] = collections.deque(maxlen=1000)
         self._lat: dict[str, collections.deque[float]] = {
@@ -389,6 +390,7 @@ class RewardDispatcher:
         assert self._cond is not None
         async with self._cond:
             self._waiting_callers += 1
+            self._peak["waiting_callers"] = max(self._peak["waiting_callers"], self._waiting_callers)
             try:
                 # an oversized request is admitted into an empty queue, so it cannot wait forever
                 await self._cond.wait_for(
@@ -409,6 +411,7 @@ class RewardDispatcher:
         else:
             self._queue.extend(items)
         self._queued_edits += sum(it.edits for it in items)
+        self._peak["queue_depth_edits"] = max(self._peak["queue_depth_edits"], self._queued_edits)
         self._queued_tokens += sum(it.tokens for it in items)
 
     # ---- batching ----------------------------------------------------------------------------------
@@ -556,6 +559,8 @@ class RewardDispatcher:
             "queue_depth_edits": self._queued_edits,
             "queue_depth_units": len(self._queue),
             "waiting_callers": self._waiting_callers,
+            "waiting_callers_max": self._peak["waiting_callers"],
+            "queue_depth_edits_max": self._peak["queue_depth_edits"],
             "busy_replicas": len(self._busy),
             "inflight_requests": len(self._inflight),
             "edits_per_s": self._window["edits"] / elapsed,
