@@ -34,20 +34,27 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path | None = None, tit
     rows = read_metrics(metrics_path)
     out_png = Path(out_png) if out_png is not None else metrics_path.parent / "curves.png"
     fig, (ax_r, ax_o) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("reward_mean", "learned reward (training samples)"),
-                       ("eval/reward", "learned reward (held-out, ODE)")):
+    def plot(ax, key: str, label: str) -> None:
         xs, ys = _series(rows, key)
-        if xs:
-            ax_r.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+        if not xs:
+            return
+        if len(xs) < 30:
+            ax.plot(xs, ys, marker=".", label=label)
+            return
+        line, = ax.plot(xs, ys, alpha=0.3, lw=0.8)  # per-step values are noisy: show a running mean over them
+        w = 10
+        smooth = [sum(ys[max(0, i - w + 1):i + 1]) / len(ys[max(0, i - w + 1):i + 1]) for i in range(len(ys))]
+        ax.plot(xs, smooth, color=line.get_color(), label=f"{label} (mean of {w})")
+
+    plot(ax_r, "reward_mean", "training reward (training samples)")
+    plot(ax_r, "eval/reward", "learned reward (held-out, ODE)")
     ax_r.set_xlabel("step")
     ax_r.set_ylabel("reward")
-    ax_r.set_title("learned reward")
+    ax_r.set_title("the reward being optimised")
     for key, label in (("eval/oracle_instruction_following", "held-out oracle IF"),
                        ("eval/oracle_visual_quality", "held-out oracle VQ"),
                        ("reward/oracle_instruction_following", "training samples oracle IF")):
-        xs, ys = _series(rows, key)
-        if xs:
-            ax_o.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+        plot(ax_o, key, label)
     ax_o.set_xlabel("step")
     ax_o.set_ylabel("oracle score (1-4)")
     ax_o.set_title("editworld oracle")
