@@ -71,14 +71,15 @@ def aggregate_scores(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> tor
 
 # ---- checkpoints -----------------------------------------------------------------------------------
 
-def _torch_optimizer(optimizer: Any) -> Any:
-    """The innermost torch optimiser: accelerate's wrapper -> (DeepSpeed's ZeRO optimiser ->) torch.optim.
+def _optimizer_chain(optimizer: Any) -> list[Any]:
+    """accelerate's wrapper -> (DeepSpeed's wrapper -> ZeRO optimiser ->) the torch optimiser, outermost first.
 
-    Under ZeRO its parameters are this rank's flat fp32 partitions, so its state is plain tensors that
-    safetensors can hold (DeepSpeed's own checkpoints are pickles, which editrl never writes or reads)."""
-    while hasattr(optimizer, "optimizer"):
-        optimizer = optimizer.optimizer
-    return optimizer
+    Under ZeRO the innermost optimiser's parameters are this rank's flat fp32 partitions, so its state is plain
+    tensors that safetensors can hold (DeepSpeed's own checkpoints are pickles, which editrl never writes or reads)."""
+    chain = [optimizer]
+    while hasattr(chain[-1], "optimizer"):
+        chain.append(chain[-1].optimizer)
+    return chain
 
 
 def _optimizer_file(rank: int) -> str:
@@ -90,7 +91,7 @@ def save_optimizer_state(ckpt_dir: Path, optimizer: Any, rank: int = 0) -> dict[
     from safetensors.torch import save_file
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tensors, meta = _flatten_optimizer(_torch_optimizer(optimizer).state_dict())
+    tensors, meta = _flatten_optimizer(_optimizer_chain(optimizer)[-1].state_dict())
     save_file(tensors, str(ckpt_dir / _optimizer_file(rank)))
     return meta
 
@@ -134,11 +135,11 @@ def load_training_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch
     optimizer_file = ckpt_dir / _optimizer_file(rank)
     if not optimizer_file.is_file():
         raise DataError(ckpt_dir, f"{optimizer_file.name} missing (checkpoint written with fewer processes?)")
-    _torch_optimizer(optimizer).load_state_dict(_unflatten_optimizer(load_file(str(optimizer_file)),
-                                                                     state.pop("optimizer")))
-    zero = getattr(optimizer, "optimizer", None)
-    if hasattr(zero, "refresh_fp32_params"):  # ZeRO keeps fp32 master partitions: copy them from the loaded weights
-        zero.refresh_fp32_params()
+    chain = _optimizer_chain(optimizer)
+    chain[-1].load_state_dict(_unflatten_optimizer(load_file(str(optimizer_file)), state.pop("optimizer")))
+    for layer in chain:  # ZeRO keeps fp32 master partitions: copy them from the loaded weights
+        if hasattr(layer, "refresh_fp32_params"):
+            layer.refresh_fp32_params()
     scheduler.load_state_dict(state.pop("scheduler"))
     rng = load_file(str(ckpt_dir / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
@@ -434,6 +435,7 @@ def plot_training_curve(metrics_path: Path, png_path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     from editrl.metrics import read_metrics
 
@@ -448,10 +450,7 @@ def plot_training_curve(metrics_path: Path, png_path: Path) -> Path | None:
     ax2.plot([r["step"] for r in tr], [r["train/acc"] for r in tr], label="train acc (batch)", alpha=0.6)
     ax2.plot([r["step"] for r in va], [r["val/acc"] for r in va], "o-", label="val acc (non-tied)")
     ax2.set_xlabel("step"), ax2.set_ylabel("pairwise accuracy"), ax2.set_ylim(0, 1), ax2.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return save_figure(fig, png_path, dpi=100)
 
 
 __all__ = ["TrainResult", "train", "build_model", "pair_loss", "prepare_pairs", "pairwise_accuracy_on",
