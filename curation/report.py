@@ -121,6 +121,7 @@ def plot_histograms(values: dict[str, array], kept: dict[str, array], rule: Sele
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
     import numpy as np
 
     names = list(values)
@@ -144,10 +145,7 @@ def plot_histograms(values: dict[str, array], kept: dict[str, array], rule: Sele
         title = "ranking key" + (f" (score - {rule.uncertainty_k:g} sigma)" if rule.uncertainty_k else " (score)")
         ax.set_title(title if name == "rank_key" else f"mu {name}", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _edited_field(row: dict[str, Any]) -> str:
@@ -164,6 +162,7 @@ def plot_extremes(lowest: list[dict[str, Any]], highest: list[dict[str, Any]], o
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
     import numpy as np
     from PIL import Image
 
@@ -190,7 +189,4 @@ def plot_extremes(lowest: list[dict[str, Any]], highest: list[dict[str, Any]], o
             ax.set_title(f"{label} {c + 1}: {row['reward']['rank_key']:.2f}\n" + textwrap.fill(instruction, 28),
                          fontsize=6)
     fig.suptitle("source | edited, by ranking key (top row: lowest, bottom row: highest)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -264,6 +264,7 @@ def plot_table3(result: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     arms = list(result["arms"])
     dims = list(result["arms"][arms[0]])
@@ -282,10 +283,7 @@ def plot_table3(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(1, 4)
     ax.set_title("SFT on full noisy set vs reward-curated vs random subset", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def print_table(result: dict[str, Any]) -> None:

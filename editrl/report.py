@@ -17,6 +17,18 @@ p.note{color:#555}
 """
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out a matplotlib figure, write it as a PNG (creating the folder) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 class HtmlReport:
     """Collects sections and writes one HTML file that opens without any other file beside it."""
 

@@ -120,6 +120,7 @@ def _plot(report: dict, oracle: dict, true: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, d in zip(axes, DIMENSIONS):
@@ -129,6 +130,4 @@ def _plot(report: dict, oracle: dict, true: dict, path: Path) -> None:
                 ax.hist(vals, bins=24, range=(1, 4), alpha=0.5, label=f"true {s}")
         ax.set_title(f"{d}: oracle by true score (rho={report['oracle_spearman'][d]:.2f})", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

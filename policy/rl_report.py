@@ -27,6 +27,7 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path | None = None, tit
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     from editrl.metrics import read_metrics
 
@@ -64,10 +65,7 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path | None = None, tit
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=100)
 
 
 def held_out_gain(metrics_path: str | Path, key: str = "eval/oracle_instruction_following") -> tuple[float, float]:

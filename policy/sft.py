@@ -344,6 +344,7 @@ def plot_loss(metrics_path: Path, png: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     from editrl.metrics import read_metrics
 
@@ -356,7 +357,4 @@ def plot_loss(metrics_path: Path, png: Path) -> Path | None:
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)

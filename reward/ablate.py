@@ -244,6 +244,7 @@ def write_outputs(cfg: AblationConfig, rows: list[dict[str, Any]], out: Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4))
     tables = sorted({r["table"] for r in rows})
@@ -260,9 +261,7 @@ def write_outputs(cfg: AblationConfig, rows: list[dict[str, Any]], out: Path) ->
     if any(tables):
         ax.legend(handles, tables, loc="upper right", fontsize=8, ncol=len(tables))
     ax.set_title("reward ablations (editworld bench)")
-    fig.tight_layout()
-    fig.savefig(out / "ablate.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "ablate.png", dpi=100)
 
 
 def run(args: argparse.Namespace) -> int:

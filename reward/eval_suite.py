@@ -395,6 +395,7 @@ def plot_table(result: dict[str, Any], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     rows = {m: r for m, r in result["rows"].items()}
     cols = [(k, h) for k, h, _ in COLUMNS if any(r.get(k) is not None for r in rows.values())]
@@ -409,12 +410,7 @@ def plot_table(result: dict[str, Any], path: str | Path) -> Path:
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_title("Reward models on the Table 2 benchmarks")
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_outputs(result: dict[str, Any], out_dir: str | Path, console: Any = None) -> dict[str, Any]:

@@ -276,6 +276,7 @@ def plot_sweep(results: dict[str, dict[str, dict[str, float]]], path: str | Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from editrl.report import save_figure
 
     ns = [int(n) for n in results]
     methods = list(next(iter(results.values())))
@@ -301,9 +302,4 @@ def plot_sweep(results: dict[str, dict[str, dict[str, float]]], path: str | Path
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
