@@ -89,8 +89,8 @@ def build_tiny_processor(out_dir: str | Path | None = None, cfg: RewardModelConf
     tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:]) + [cfg.reward_token]})
     tokenizer.padding_side = "right"
     area = cfg.pixel_area
-    image_processor = Qwen2VLImageProcessor(min_pixels=area, max_pixels=area)
-    video_processor = Qwen2VLVideoProcessor()
+    image_processor = Qwen2VLImageProcessor(min_pixels=area, max_pixels=area, patch_size=cfg.tiny.vision_patch_size)
+    video_processor = Qwen2VLVideoProcessor(patch_size=cfg.tiny.vision_patch_size, min_pixels=area, max_pixels=area)
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=video_processor)
     if out_dir is not None:
@@ -138,7 +138,7 @@ def tiny_backbone_config(cfg: RewardModelConfig, processor: Any) -> Any:
     )
     vision_config = dict(
         depth=t.vision_depth, hidden_size=t.vision_hidden_size, num_heads=t.vision_num_heads,
-        intermediate_size=t.vision_intermediate_size, out_hidden_size=t.hidden_size, patch_size=14,
+        intermediate_size=t.vision_intermediate_size, out_hidden_size=t.hidden_size, patch_size=t.vision_patch_size,
         spatial_merge_size=2, temporal_patch_size=2, window_size=t.vision_window_size,
         fullatt_block_indexes=list(t.vision_fullatt_block_indexes),
     )
@@ -157,12 +157,14 @@ def build_tiny_backbone(cfg: RewardModelConfig, processor: Any) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.tiny.seed)
         model = Qwen2_5_VLModel(config)
-        _fan_in_init(model)
+        _fan_in_init(model, cfg.tiny.embed_init_std)
+        if cfg.tiny.clip_difference_init:
+            _clip_difference_init(model.visual.patch_embed.proj.weight)
     return model.to(dtype=torch_dtype(cfg.dtype))
 
 
-def _fan_in_init(model: Any) -> None:
-    """Re-initialise linear layers with std 1/sqrt(fan_in).
+def _fan_in_init(model: Any, embed_std: float) -> None:
+    """Re-initialise linear layers with std 1/sqrt(fan_in) and token embeddings with std ``embed_std``.
 
     The configs' ``initializer_range`` (0.02) suits 3,584-wide pretrained models; in a 64-wide vision tower
     trained from scratch it shrinks the image signal at every layer, so the reward token barely sees the
@@ -174,10 +176,26 @@ def _fan_in_init(model: Any) -> None:
     import torch
 
     for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            torch.nn.init.normal_(module.weight, 0.0, embed_std)
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.normal_(module.weight, 0.0, 1.0 / math.sqrt(module.in_features))
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
+
+
+def _clip_difference_init(weight: Any) -> None:
+    """Patch-embedding weight (out, C, T=2, P, P): fan-in init, then the first half of the output channels become
+    frame differences (frame 1 = -frame 0), so they respond to what changed between the two frames of a clip."""
+    import math
+
+    import torch
+
+    with torch.no_grad():
+        fan_in = weight[0].numel()
+        weight.normal_(0.0, 1.0 / math.sqrt(fan_in))
+        half = weight.shape[0] // 2
+        weight[:half, :, 0] = -weight[:half, :, 1]
 
 
 def backbone_from_config(config_dict: dict, cfg: RewardModelConfig) -> Any:

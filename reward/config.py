@@ -30,6 +30,14 @@ class TinyBackboneConfig:
     vision_intermediate_size: int = 128  # vision MLP width
     vision_fullatt_block_indexes: list[int] = field(default_factory=lambda: [1, 3])  # blocks with full (not windowed) attention
     vision_window_size: int = 112  # windowed-attention window in pixels
+    vision_patch_size: int = 14  # pixels per vision patch side (Qwen2.5-VL: 14); the processor uses the same
+    # Std of the token-embedding init; 1.0 matches the fan-in-initialised block outputs (the configs' 0.02 leaves
+    # text tokens ~50x smaller than image tokens in the residual stream, so instruction words are drowned).
+    embed_init_std: float = 0.02
+    # Initialise half of the patch embedding's output channels as frame-difference filters (weights on the second
+    # frame = minus those on the first), so that with edited_input="pair_clip" they start out reading edited - source
+    # and read exactly 0 on a still image; every weight stays trainable.
+    clip_difference_init: bool = False
     vocab_merges: int = 300  # byte-level BPE merges learned for the offline tokenizer
     seed: int = 0  # initialisation seed of the tiny backbone's weights
 
@@ -61,6 +69,11 @@ class RewardModelConfig:
     # before that norm. A backbone trained from scratch learns far faster from "pre_norm": the final norm
     # removes feature magnitude, which is where a fresh vision tower first encodes noise/blur.
     head_input: Literal["final", "pre_norm"] = "final"
+    # How the edited image enters the sequence: "image" (a still image, as the paper) or "pair_clip" (a two-frame
+    # clip (source, edited) through the backbone's video path, whose temporal patches put the same location of
+    # both images in one token; the source still opens the shared prefix). "pair_clip" costs no extra tokens and
+    # is what lets a backbone trained from scratch compare the two images; pretrained backbones use "image".
+    edited_input: Literal["image", "pair_clip"] = "image"
 
     def __post_init__(self) -> None:
         if not self.dimensions:

@@ -1,6 +1,9 @@
 """Turn (source image, instruction, edited image) into the token/pixel batch the reward backbone reads.
 
 One sequence per edit: prompt, SOURCE image, instruction, then the EDITED image, then the reward token.
+With ``edited_input="pair_clip"`` the edited image enters as a two-frame clip (source, edited) through the
+backbone's own video path: a Qwen2.5-VL patch spans two frames (``temporal_patch_size`` 2; a still image
+fills both with itself), so each patch token of the clip sees one location of both images at once.
 Everything the candidates of one group share (prompt, source, instruction) comes before the edited
 image, so a group can be scored by encoding that *prefix* once and only the *suffix* (edited image +
 reward token) per candidate. Batches are right-padded; the reward token is found by id, not by position.
@@ -19,6 +22,7 @@ from reward.config import RewardModelConfig
 ImageLike = Union[Image.Image, str, Path]
 
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 
 # Paper appendix A.9, its two per-dimension templates merged into one prompt so that one forward pass
 # scores both dimensions (the paper's first template is mislabelled "Visual Quality & Realism"; it is
@@ -63,8 +67,11 @@ class PromptTemplate:
 
 
 PROMPTS: dict[str, PromptTemplate] = {
+    # Instruction first, so that the source and the edited image sit a fixed number of positions apart:
+    # the same pixel location in both images then has one relative rotary offset whatever the
+    # instruction's length, which a backbone trained from scratch needs to compare them.
     "short": PromptTemplate(
-        prefix=f"Rate the edit. Source:{IMAGE_PLACEHOLDER} Instruction: {{instruction}}\nEdited:",
+        prefix=f"Rate the edit. Instruction: {{instruction}}\nSource:{IMAGE_PLACEHOLDER} Edited:",
         suffix=f"{IMAGE_PLACEHOLDER}{{reward}}",
     ),
     "rubric": PromptTemplate(
@@ -106,6 +113,13 @@ def check_instruction(instruction: Any, special_tokens: Sequence[str] = ()) -> s
     return text
 
 
+def _clip(source: Image.Image, edited: Image.Image) -> list[Image.Image]:
+    """The two frames (source, edited) of a pair clip; frames of a clip share one size, the edited image's."""
+    if source.size != edited.size:
+        source = source.resize(edited.size, Image.Resampling.BICUBIC)
+    return [source, edited]
+
+
 class RewardInputBuilder:
     """Builds processor batches (full sequences, or group prefixes and candidate suffixes) for the reward model."""
 
@@ -126,7 +140,10 @@ class RewardInputBuilder:
 
     def suffix_text(self) -> str:
         """Edited-image placeholder + reward token: what each candidate adds."""
-        return self.template.suffix.replace("{reward}", self.cfg.reward_token)
+        suffix = self.template.suffix.replace("{reward}", self.cfg.reward_token)
+        if self.cfg.edited_input == "pair_clip":
+            suffix = suffix.replace(IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER)
+        return suffix
 
     # -- batches -------------------------------------------------------------------------------------
     def __call__(self, sources: Sequence[ImageLike], instructions: Sequence[str],
@@ -136,21 +153,36 @@ class RewardInputBuilder:
             raise ValueError(f"sources, instructions, editeds differ in length: "
                              f"{len(sources)}, {len(instructions)}, {len(editeds)}")
         texts = [self.prefix_text(ins) + self.suffix_text() for ins in instructions]
-        images: list[Image.Image] = []
-        for src, ed in zip(sources, editeds):
-            images += [load_rgb(src, "source"), load_rgb(ed, "edited")]
-        return self._process(texts, images)
+        srcs = [load_rgb(s, "source") for s in sources]
+        eds = [load_rgb(e, "edited") for e in editeds]
+        if self.cfg.edited_input == "pair_clip":
+            return self._process(texts, srcs, [_clip(s, e) for s, e in zip(srcs, eds)])
+        return self._process(texts, [im for pair in zip(srcs, eds) for im in pair])
 
     def prefixes(self, sources: Sequence[ImageLike], instructions: Sequence[str]) -> Any:
         """The shared part of each group: prompt, source image, instruction (right-padded)."""
         texts = [self.prefix_text(ins) for ins in instructions]
         return self._process(texts, [load_rgb(s, "source") for s in sources])
 
-    def suffixes(self, editeds: Sequence[ImageLike]) -> Any:
-        """The per-candidate part: edited image and reward token (right-padded)."""
-        return self._process([self.suffix_text()] * len(editeds), [load_rgb(e, "edited") for e in editeds])
+    def suffixes(self, editeds: Sequence[ImageLike], sources: Sequence[ImageLike] | None = None) -> Any:
+        """The per-candidate part: edited image (or its (source, edited) clip) and reward token (right-padded).
 
-    def _process(self, texts: list[str], images: list[Image.Image]) -> Any:
+        ``sources`` (one per edited image) is needed when ``edited_input`` is ``pair_clip``."""
+        eds = [load_rgb(e, "edited") for e in editeds]
+        texts = [self.suffix_text()] * len(eds)
+        if self.cfg.edited_input != "pair_clip":
+            return self._process(texts, eds)
+        if sources is None or len(sources) != len(eds):
+            raise ValueError("edited_input='pair_clip': suffixes need the source image of every edited image")
+        return self._process(texts, None, [_clip(load_rgb(s, "source"), e) for s, e in zip(sources, eds)])
+
+    def _process(self, texts: list[str], images: list[Image.Image] | None,
+                 clips: list[list[Image.Image]] | None = None) -> Any:
         area = self.cfg.pixel_area
+        size = {"shortest_edge": area, "longest_edge": area}
+        kwargs: dict[str, Any] = {"images_kwargs": {"size": size}}
+        if clips is not None:
+            kwargs["videos"] = clips
+            kwargs["videos_kwargs"] = {"size": size, "do_sample_frames": False}
         return self.processor(text=texts, images=images, padding=True, padding_side="right", return_tensors="pt",
-                              images_kwargs={"size": {"shortest_edge": area, "longest_edge": area}})
+                              **kwargs)

@@ -114,6 +114,24 @@ def _official_mc(delta: torch.Tensor, s: torch.Tensor, num_samples: int, generat
     return F.softplus(-(delta[..., None] + s[..., None] * eps)).mean(-1)
 
 
+def dimension_ranking_loss(mu_w: torch.Tensor, log_sigma_w: torch.Tensor, mu_l: torch.Tensor,
+                           log_sigma_l: torch.Tensor, scores_w: torch.Tensor, scores_l: torch.Tensor) -> torch.Tensor:
+    """The uncertainty-aware ranking loss on each dimension on its own, with that dimension's own label.
+
+    Inputs (B, D). For every (pair, dimension) whose human scores differ, the better image on that dimension is
+    the winner of ``E_{z ~ N(mu_a,d - mu_b,d, s_a,d^2 + s_b,d^2)}[-log sigmoid(z)]``; equal scores carry no term.
+    Returns the mean over the terms (0 when there are none). It gives each head the dimension it is named after,
+    which the aggregated loss only sees mixed with the other dimension."""
+    sign = torch.sign(scores_w.double() - scores_l.double())  # (B, D): +1 winner better on d, -1 loser better
+    delta = sign * (mu_w.double() - mu_l.double())
+    s = torch.sqrt(torch.exp(2 * log_sigma_w.double()) + torch.exp(2 * log_sigma_l.double()))
+    per = expected_softplus(delta, s)
+    mask = sign != 0
+    if not bool(mask.any()):
+        return (mu_w.sum() * 0).to(mu_w.dtype)
+    return (per[mask].sum() / mask.sum()).to(mu_w.dtype)
+
+
 def bradley_terry_loss(score_w: torch.Tensor, score_l: torch.Tensor, aggregation: str | None = None) -> torch.Tensor:
     """Plain Bradley-Terry: mean softplus(-(s_w - s_l)). With ``aggregation``, inputs are (B, D) means
     that are aggregated first (sigmas ignored)."""

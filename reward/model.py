@@ -136,10 +136,13 @@ class EditRewardModel(nn.Module):
 
     # -- pieces --------------------------------------------------------------------------------------
     def rope_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mm_token_type_ids: torch.Tensor,
-                       image_grid_thw: torch.Tensor | None) -> torch.Tensor:
+                       image_grid_thw: torch.Tensor | None, video_grid_thw: torch.Tensor | None = None,
+                       second_per_grid_ts: torch.Tensor | None = None) -> torch.Tensor:
         """Multimodal RoPE position ids (3, B, L) of right- or left-padded sequences (the library's own rule)."""
         position_ids, _ = self.core.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
-                                                    image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+                                                    image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                                                    second_per_grid_ts=second_per_grid_ts,
+                                                    attention_mask=attention_mask)
         return position_ids
 
     def reward_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -165,31 +168,40 @@ class EditRewardModel(nn.Module):
 
     def _backbone_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None,
                          image_grid_thw: torch.Tensor | None, mm_token_type_ids: torch.Tensor,
-                         position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                         position_ids: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+                         video_grid_thw: torch.Tensor | None = None,
+                         second_per_grid_ts: torch.Tensor | None = None) -> torch.Tensor:
         if position_ids is None:
-            position_ids = self.rope_positions(input_ids, attention_mask, mm_token_type_ids, image_grid_thw)
+            position_ids = self.rope_positions(input_ids, attention_mask, mm_token_type_ids, image_grid_thw,
+                                               video_grid_thw, second_per_grid_ts)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False)
+                            pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+                            pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw, use_cache=False)
         return out.last_hidden_state
 
     # -- forward passes ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
                 image_grid_thw: torch.Tensor | None = None, mm_token_type_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, **unused: Any) -> RewardOutput:
+                position_ids: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+                video_grid_thw: torch.Tensor | None = None, second_per_grid_ts: torch.Tensor | None = None,
+                **unused: Any) -> RewardOutput:
         """Every dimension's (mu, log_sigma), shape (B, D), from one backbone pass over a builder batch."""
         if mm_token_type_ids is None:
             raise ValueError("mm_token_type_ids missing: build batches with reward.inputs.RewardInputBuilder")
         hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids,
-                                       position_ids)
+                                       position_ids, pixel_values_videos, video_grid_thw, second_per_grid_ts)
         return self.head_outputs(self.reward_hidden(self._head_states(hidden), input_ids))
 
     def forward_official_style(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
-                               mm_token_type_ids: torch.Tensor | None = None, **unused: Any) -> RewardOutput:
+                               mm_token_type_ids: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+                               video_grid_thw: torch.Tensor | None = None,
+                               second_per_grid_ts: torch.Tensor | None = None, **unused: Any) -> RewardOutput:
         """Same outputs as ``forward`` at the official inference cost: one full backbone pass per dimension."""
         mus, log_sigmas = [], []
         for d in range(self.cfg.num_dimensions):
-            hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
+            hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids,
+                                           None, pixel_values_videos, video_grid_thw, second_per_grid_ts)
             out = self.head_outputs(self.reward_hidden(self._head_states(hidden), input_ids), dims=[d])
             mus.append(out.mu)
             log_sigmas.append(out.log_sigma)
@@ -215,10 +227,11 @@ class EditRewardModel(nn.Module):
                            mm_token_type_ids=mm_token_type_ids, image_grids=grids)
 
     def forward_with_prefix(self, prefix: PrefixState, rows: torch.Tensor, input_ids: torch.Tensor,
-                            attention_mask: torch.Tensor, pixel_values: torch.Tensor | None,
-                            image_grid_thw: torch.Tensor | None, mm_token_type_ids: torch.Tensor,
-                            **unused: Any) -> RewardOutput:
-        """Score suffixes (edited image + reward token), candidate i placed after prefix ``rows[i]``.
+                            attention_mask: torch.Tensor, mm_token_type_ids: torch.Tensor,
+                            pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                            pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
+                            second_per_grid_ts: torch.Tensor | None = None, **unused: Any) -> RewardOutput:
+        """Score suffixes (edited image or (source, edited) clip + reward token), candidate i after prefix ``rows[i]``.
 
         Only the suffix tokens and the edited images go through the backbone; positions are those of the
         full sequence (prefix + suffix), computed by the library's ``get_rope_index`` and sliced.
@@ -238,11 +251,14 @@ class EditRewardModel(nn.Module):
             if suffix_grids:
                 grids.append(suffix_grids[i])
         full_grids = torch.cat(grids, dim=0) if grids else None
-        positions = self.rope_positions(full_ids, full_mask, full_types, full_grids)[:, :, prefix.input_ids.shape[1]:]
+        # A suffix holds at most one clip per row and the prefix none, so the suffix's video grids are the full ones.
+        positions = self.rope_positions(full_ids, full_mask, full_types, full_grids, video_grid_thw,
+                                        second_per_grid_ts)[:, :, prefix.input_ids.shape[1]:]
         cache = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in prefix.kv])
         out = self.backbone(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
-                            pixel_values=pixel_values, image_grid_thw=image_grid_thw, past_key_values=cache,
-                            use_cache=True)
+                            pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+                            pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                            past_key_values=cache, use_cache=True)
         return self.head_outputs(self.reward_hidden(self._head_states(out.last_hidden_state), input_ids))
 
 

@@ -169,7 +169,8 @@ class RewardScorer:
             prefix = self.model.encode_prefix(**prefix_batch.to(self.device))
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start:start + self.batch_size]
-                suffix = self.builder.suffixes([groups[k].edited[j] for k, j in chunk]).to(self.device)
+                suffix = self.builder.suffixes([groups[k].edited[j] for k, j in chunk],
+                                               [groups[k].source for k, _ in chunk]).to(self.device)
                 rows = torch.tensor([k for k, _ in chunk], dtype=torch.long, device=self.device)
                 out = self.model.forward_with_prefix(prefix, rows, **suffix)
                 for (k, j), scored in zip(chunk, self._to_scored(out.mu, out.log_sigma)):

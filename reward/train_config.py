@@ -35,6 +35,9 @@ class RewardDataConfig:
     # Training objective: the paper's uncertainty-aware ranking loss, plain Bradley-Terry, or point-wise regression (eq. 5).
     # The dimensions are combined by `model.aggregation` (mean / min / sum), in the loss and in scoring alike.
     loss: Literal["uncertainty", "bradley_terry", "pointwise"] = "uncertainty"
+    # Weight of the per-dimension ranking loss added to a ranking objective: each head is also ranked on its own
+    # dimension's human labels (reward.loss.dimension_ranking_loss); 0 = the paper's aggregated loss alone.
+    dimension_loss_weight: float = 0.0
     # Expectation estimator of the uncertainty loss: deterministic Gauss-Hermite or the official Monte Carlo.
     estimator: Literal["quadrature", "mc"] = "quadrature"
     # Workers of the torch DataLoader that decodes images (0 = in the training process).

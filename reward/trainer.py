@@ -49,17 +49,26 @@ def build_model(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
 
 
 def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """The configured objective on a batch whose rows [0, B) are winners and [B, 2B) losers; mu, log_sigma (2B, D)."""
+    """The configured objective on a batch whose rows [0, B) are winners and [B, 2B) losers; mu, log_sigma (2B, D).
+
+    ``data.dimension_loss_weight`` > 0 adds that times the per-dimension ranking loss (each head ranked on its
+    own dimension's labels) to the ranking objectives."""
     from reward import loss as L
 
     b = mu.shape[0] // 2
     kind, agg = cfg.data.loss, cfg.model.aggregation
+    if kind == "pointwise":
+        return L.pointwise_loss(mu, log_sigma, scores)
     if kind == "uncertainty":
-        return L.ranking_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:], aggregation=agg,
+        loss = L.ranking_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:], aggregation=agg,
                               estimator=cfg.data.estimator)
-    if kind == "bradley_terry":
-        return L.bradley_terry_loss(mu[:b], mu[b:], aggregation=agg)
-    return L.pointwise_loss(mu, log_sigma, scores)
+    else:
+        loss = L.bradley_terry_loss(mu[:b], mu[b:], aggregation=agg)
+    weight = cfg.data.dimension_loss_weight
+    if weight > 0:
+        loss = loss + weight * L.dimension_ranking_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:],
+                                                        scores[:b], scores[b:])
+    return loss
 
 
 def aggregate_scores(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> torch.Tensor:

@@ -160,3 +160,27 @@ def test_pointwise_three_argument_form_and_registry():
     assert pointwise_loss(mu, t).item() == pytest.approx(1.0)
     assert pointwise_loss(mu, t.sum(-1)).item() == pytest.approx(1.0)
     assert set(LOSSES) >= {"uncertainty", "bradley_terry", "pointwise"}
+
+
+def test_dimension_ranking_loss_by_hand():
+    """Two pairs, two dimensions, sigmas ~0 (log_sigma = -20), so each term is softplus(-delta):
+
+    pair 0: scores w (4, 2) vs l (2, 3): d0 winner better, delta = 1 - 0 = 1; d1 loser better, delta = 0 - 1 ... read
+            from the loser's side: -(mu_w - mu_l) = -(0 - 1) = 1. Terms softplus(-1), softplus(-1).
+    pair 1: scores w (3, 3) vs l (3, 1): d0 equal (no term); d1 winner better, delta = 2 - 0 = 2 -> softplus(-2).
+    Mean of the three terms = (2 * 0.313262 + 0.126928) / 3 = 0.251151.
+    """
+    from reward.loss import dimension_ranking_loss
+
+    mu_w = torch.tensor([[1.0, 0.0], [5.0, 2.0]], requires_grad=True)
+    mu_l = torch.tensor([[0.0, 1.0], [-7.0, 0.0]])
+    ls = torch.full((2, 2), -20.0)
+    sw, sl = torch.tensor([[4.0, 2.0], [3.0, 3.0]]), torch.tensor([[2.0, 3.0], [3.0, 1.0]])
+    loss = dimension_ranking_loss(mu_w, ls, mu_l, ls, sw, sl)
+    expected = (2 * math.log1p(math.exp(-1.0)) + math.log1p(math.exp(-2.0))) / 3
+    assert abs(loss.item() - expected) < 1e-6 and abs(expected - 0.251151) < 1e-6
+    loss.backward()
+    assert mu_w.grad[1, 0] == 0  # the tied dimension carries no gradient
+    assert mu_w.grad[0, 0] < 0 and mu_w.grad[0, 1] > 0  # push the better image up on each dimension
+    none = dimension_ranking_loss(mu_w, ls, mu_l, ls, sw, sw)  # all equal: no terms, zero loss
+    assert none.item() == 0.0

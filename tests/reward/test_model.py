@@ -74,6 +74,26 @@ def test_builder_places_edited_image_after_shared_prefix(tiny):
         builder([src], ["add <|image_pad|>"], [ed])
 
 
+def test_pair_clip_puts_source_and_edited_into_one_video_token_per_location():
+    cfg = RewardModelConfig(edited_input="pair_clip", pixel_area=1024)
+    cfg.tiny.vision_patch_size = 4
+    model, processor = build_reward_model(cfg)
+    builder = RewardInputBuilder(processor, cfg)
+    src, ed = _image(32, 32, 1), _image(32, 32, 2)
+    full = builder([src, src], INSTRUCTIONS[:2], [ed, src])
+    prefix, suffix = builder.prefixes([src], INSTRUCTIONS[:1]), builder.suffixes([ed], [src])
+    assert full["input_ids"][0].tolist() == prefix["input_ids"][0].tolist() + suffix["input_ids"][0].tolist()
+    assert suffix["video_grid_thw"][0].tolist() == [1, 8, 8] and "pixel_values" not in suffix
+    frames = full["pixel_values_videos"].view(2, 64, 3, 2, 4, 4)  # (edit, patch, channel, frame, y, x)
+    assert (frames[0, :, :, 0] - frames[0, :, :, 1]).abs().mean() > 0.1  # source and edited frames differ
+    assert torch.equal(frames[1, :, :, 0], frames[1, :, :, 1])  # a no-op clip holds the same frame twice
+    with pytest.raises(ValueError, match="source"):
+        builder.suffixes([ed])
+    with torch.no_grad():
+        out = model.eval()(**full)
+    assert out.mu.shape == (2, 2) and (out.mu[0] - out.mu[1]).abs().max() > 1e-4
+
+
 def test_forward_gives_both_dimensions_from_one_pass(tiny, batch):
     model, _, cfg = tiny
     inputs, _ = batch

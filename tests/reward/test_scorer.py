@@ -53,6 +53,21 @@ def test_shared_prefix_group_equals_full_recompute(scorer, sizes):
         assert max(abs(a.score - b.score) for a in full for b in full) > 1e-3
 
 
+def test_pair_clip_shared_prefix_equals_full_recompute():
+    torch.manual_seed(0)
+    cfg = RewardModelConfig(edited_input="pair_clip", pixel_area=1024)
+    cfg.tiny.vision_patch_size = 4
+    model, processor = build_reward_model(cfg)
+    clip_scorer = RewardScorer(model, processor, cfg, batch_size=2)
+    source, instruction = _image(32, 32, 0), "recolour the red circle to blue"
+    edited = [_image(32, 32, 10), _image(32, 32, 11), source, _image(48, 32, 12)]  # last: resized source frame
+    grouped = clip_scorer.score_group(source, instruction, edited)
+    full = _full(clip_scorer, source, instruction, edited)
+    for g, f in zip(grouped, full):
+        _assert_same(g, f, atol=1e-4)
+    assert max(abs(a.score - b.score) for a in full for b in full) > 1e-4
+
+
 def test_groups_with_different_prefix_lengths_batched_together(scorer):
     groups = [
         (_image(32, 32, 1), "remove the green square", [_image(32, 32, 2), _image(56, 28, 3)]),
