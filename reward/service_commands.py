@@ -24,6 +24,7 @@ def serve(args: argparse.Namespace) -> int:
         placement_strategy=args.placement, detached=args.detached, max_batch_edits=args.max_batch_edits,
         max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms, max_queue_edits=args.max_queue_edits,
         metrics_dir=args.metrics_dir, metrics_interval_s=args.metrics_interval, image_area=_checkpoint_image_area(args.checkpoint),
+        image_patch=_checkpoint_token_side(args.checkpoint),
     ).validate()
     if args.detached and not args.address:
         raise SystemExit("editrl: error: --detached needs --address (a local Ray ends with this process)")
@@ -71,6 +72,17 @@ def _checkpoint_image_area(checkpoint: str) -> int | None:
     from reward.config import RewardModelConfig
 
     return load_config(RewardModelConfig, path, []).pixel_area
+
+
+def _checkpoint_token_side(checkpoint: str) -> int:
+    """Pixels per visual-token side of the checkpoint's backbone (patch size x spatial merge; 28 if unknown)."""
+    import json
+
+    path = Path(checkpoint) / "backbone_config.json"
+    if not path.is_file():
+        return 28
+    vision = json.loads(path.read_text()).get("vision_config", {})
+    return int(vision.get("patch_size", 14)) * int(vision.get("spatial_merge_size", 2))
 
 
 def bench(args: argparse.Namespace) -> int:
