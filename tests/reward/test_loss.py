@@ -165,8 +165,8 @@ def test_pointwise_three_argument_form_and_registry():
 def test_dimension_ranking_loss_by_hand():
     """Two pairs, two dimensions, sigmas ~0 (log_sigma = -20), so each term is softplus(-delta):
 
-    pair 0: scores w (4, 2) vs l (2, 3): d0 winner better, delta = 1 - 0 = 1; d1 loser better, delta = 0 - 1 ... read
-            from the loser's side: -(mu_w - mu_l) = -(0 - 1) = 1. Terms softplus(-1), softplus(-1).
+    pair 0: scores w (4, 2) vs l (2, 3): d0 winner better, delta = mu_w - mu_l = 1 - 0 = 1; d1 loser better, so
+            delta = mu_l - mu_w = 1 - 0 = 1. Terms softplus(-1), softplus(-1).
     pair 1: scores w (3, 3) vs l (3, 1): d0 equal (no term); d1 winner better, delta = 2 - 0 = 2 -> softplus(-2).
     Mean of the three terms = (2 * 0.313262 + 0.126928) / 3 = 0.251151.
     """
