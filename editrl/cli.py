@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p = _command(world, "check", "editworld.commands:check", "print a dataset's statistics and the oracle's agreement with the truth")
     p.add_argument("dataset", help="dataset folder written by `editrl world generate`")
+    p = _command(world, "editor-samples", "editworld.commands:editor_samples",
+                 "preference pairs from an editor's own samples, labelled by the oracle through a simulated annotator")
+    p.add_argument("--editor", default="editworld-tiny", help="editor spec or local folder (default: the shipped tiny editor)")
+    p.add_argument("--out", required=True, help="output folder (editworld layout: images/, manifest.jsonl, pairs.jsonl)")
+    _config_args(p)
     p = _command(world, "bench", "editworld.commands:bench", "time the generation of N groups (prints groups/s)")
     p.add_argument("--groups", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2, help="worker processes (1 = in-process)")

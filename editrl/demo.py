@@ -107,7 +107,7 @@ def train_reward(out: Path, data: Path, sizes: Sizes, seed: int) -> tuple[Path, 
 
     run_dir = _fresh(out / "reward-train")
     cfg = load_config(RewardTrainConfig, str(REWARD_PRESET), [
-        f"data.train={data}", f"out_dir={run_dir}", f"train.max_steps={sizes.reward_steps}",
+        f"data.train={data}", "data.extra_train=[]", f"out_dir={run_dir}", f"train.max_steps={sizes.reward_steps}",
         f"train.time_budget_minutes={sizes.reward_minutes}", f"train.eval_every={max(1, sizes.reward_steps // 3)}",
         "train.save_every=0", f"train.seed={seed}", "data.max_val_pairs=256"])
     t = time.perf_counter()

@@ -23,6 +23,20 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def editor_samples(args: argparse.Namespace) -> int:
+    """Write on-policy preference data: the editor's samples of training tasks, oracle-labelled and paired."""
+    from editrl.config import load_config
+    from editworld.config import EditorSampleConfig
+    from editworld.editor_samples import generate_editor_samples
+    from rollout.registry import load_editor
+
+    cfg = load_config(EditorSampleConfig, args.config, list(args.overrides))
+    editor = load_editor(args.editor)
+    summary = generate_editor_samples(args.out, editor, cfg, editor_name=Path(args.editor).name)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def check(args: argparse.Namespace) -> int:
     """Print a dataset's statistics as rich tables; writes check.json and check_histograms.png beside it."""
     from rich.console import Console

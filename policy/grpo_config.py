@@ -56,6 +56,10 @@ class SamplingSection:
     num_steps: int = 10  # SDE denoising steps T in training (DESIGN.md: 10)
     noise_level: float = 0.7  # SDE noise level a (std_t = a * sqrt(s / (1 - s)))
     guidance: float | None = None  # editor guidance (None: the editor's default)
+    # > 0: only this many consecutive steps are SDE steps, the rest ODE (Flow-GRPO-Fast / MixGRPO), the window
+    # starting at a step drawn per RL step from the first half of the schedule; only its steps are trained.
+    # The samples then stay close to the ODE samples the editor is evaluated with. 0: every step is SDE.
+    sde_window: int = 0
     prompts_per_chunk: int = 2  # prompts sampled per chunk; chunk k is scored while chunk k+1 is sampled
 
 

@@ -184,6 +184,7 @@ class Rollout:
     latents: torch.Tensor  # (N, T+1, ...)
     sigmas: torch.Tensor  # (T+1,)
     log_probs: torch.Tensor  # (N, T)
+    sde_steps: list[int] | None = None  # the SDE (trainable) steps when sampling.sde_window > 0; None = all T
     rewards: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (N,) float32
     info: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -211,11 +212,24 @@ def score_edits(reward_fn: Callable, images: list, prompts: list[Prompt], with_o
     return rewards, info, time.perf_counter() - t0
 
 
+def sde_window_steps(sampling: SamplingSection, generator: torch.Generator) -> list[int] | None:
+    """The SDE steps of one RL step: ``sde_window`` consecutive steps from a start in the schedule's first half."""
+    T, k = sampling.num_steps, sampling.sde_window
+    if k <= 0:
+        return None
+    if k > T:
+        raise ValueError(f"sampling.sde_window {k} exceeds sampling.num_steps {T}")
+    last_start = min(T - k, max(0, T // 2 - 1))
+    start = int(torch.randint(0, last_start + 1, (1,), generator=generator, device=generator.device))
+    return list(range(start, start + k))
+
+
 def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampling: SamplingSection,
                   generator: torch.Generator, with_oracle: bool = True) -> tuple[Rollout, dict[str, float]]:
     """SAMPLE + SCORE: ``group_size`` SDE edits per prompt, scored in a background thread chunk by chunk."""
     G = sampling.group_size
     t_start = time.perf_counter()
+    sde_steps = sde_window_steps(sampling, generator)
     cond = editor.prepare([p.source for p in prompts], [p.instruction for p in prompts])
     chunk = max(1, sampling.prompts_per_chunk)
     futures: list[Future] = []
@@ -226,8 +240,9 @@ def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampl
             ids = list(range(start, min(start + chunk, len(prompts))))
             rows = [i for i in ids for _ in range(G)]
             t0 = time.perf_counter()
+            window = {} if sde_steps is None else {"sde_steps": sde_steps}
             out = editor.sample(cond.index(rows), num_steps=sampling.num_steps, noise_level=sampling.noise_level,
-                                guidance=sampling.guidance, generator=generator, return_trajectory=True)
+                                guidance=sampling.guidance, generator=generator, return_trajectory=True, **window)
             sample_s += time.perf_counter() - t0
             traj = out.trajectory
             latents.append(traj.latents)
@@ -245,7 +260,7 @@ def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampl
         info[key] = np.concatenate([np.asarray(r[1][key], dtype=np.float64) for r in results])
     rollout = Rollout(prompts=prompts, prompt_index=torch.arange(len(prompts)).repeat_interleave(G), cond=cond,
                       images=images, latents=torch.cat(latents), sigmas=sigmas, log_probs=torch.cat(log_probs),
-                      rewards=rewards, info=info)
+                      sde_steps=sde_steps, rewards=rewards, info=info)
     timings = {"time/sample": sample_s, "time/score": sum(r[2] for r in results), "time/score_wait": wait_s,
                "time/sample_and_score": time.perf_counter() - t_start}
     return rollout, timings
@@ -311,7 +326,8 @@ def grpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]],
     tr, sp = cfg.train, cfg.sampling
     params = [p for _, p in named_params]
     N, T = rollout.log_probs.shape
-    n_t = max(1, min(T, round(T * tr.timestep_fraction)))
+    trainable = list(range(T)) if rollout.sde_steps is None else list(rollout.sde_steps)  # ODE steps have no log-prob
+    n_t = max(1, min(len(trainable), round(len(trainable) * tr.timestep_fraction)))
     device = rollout.latents.device
     adv = advantages.to(device)
     totals: dict[str, float] = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0,
@@ -323,7 +339,7 @@ def grpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]],
         batches = [perm[i:i + tr.micro_batch] for i in range(0, N, tr.micro_batch)]
         for b, rows in enumerate(batches):
             # one random subset of the T steps per micro-batch (rows share a sigma)
-            steps = torch.randperm(T, generator=generator)[:n_t].sort().values.tolist()
+            steps = sorted(trainable[i] for i in torch.randperm(len(trainable), generator=generator)[:n_t].tolist())
             cond = rollout.row_cond(rows)
             rows_d = rows.to(device)
             for t in steps:

@@ -31,7 +31,7 @@ from typing import Any
 from editrl.config import ConfigError, config_to_dict, load_config
 
 RESULT_NAME = "ablate_result.json"
-MANAGED_KEYS = ("out_dir", "resume", "data.train")  # set by the ablation for every variant
+MANAGED_KEYS = ("out_dir", "resume", "data.train", "data.extra_train")  # set by the ablation for every variant
 
 
 @dataclass
@@ -107,7 +107,7 @@ def variant_train_configs(cfg: AblationConfig, out: Path) -> list[Any]:
     n_train: int | None = None
     resolved = []
     for v in cfg.variants:
-        managed = [f"data.train={cfg.data}", f"out_dir={out / v.name}"]
+        managed = [f"data.train={cfg.data}", "data.extra_train=[]", f"out_dir={out / v.name}"]  # `data` alone
         try:
             tcfg = load_config(RewardTrainConfig, cfg.base, [*cfg.overrides, *v.overrides, *managed])
         except ConfigError as err:

@@ -49,7 +49,9 @@ class RewardModelConfig:
     backbone: str = "tiny"  # "tiny" (built from `tiny`) or a local checkpoint dir of a Qwen2.5-VL / Qwen2-VL / Qwen3-VL model
     tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)  # sizes used when backbone == "tiny"
     pixel_area: int = 56 * 56  # pixels per image after resizing (aspect kept; 448*448 for real backbones)
-    prompt: Literal["short", "rubric"] = "short"  # "rubric": paper appendix A.9 text; "short": one line (tiny model)
+    # "rubric": paper appendix A.9 text; "short": one line (tiny model); "clip": "short" without the source still,
+    # which the (source, edited) clip already shows (edited_input="pair_clip" only)
+    prompt: Literal["short", "rubric", "clip"] = "short"
     head: Literal["multiple", "shared"] = "multiple"  # one MLP per dimension, or one MLP emitting all dimensions
     head_width: int = 64  # first hidden width of the MLP head(s) (official: 1024)
     head_bottleneck: int = 16  # second hidden width of the MLP head(s) (official: 16)
@@ -80,6 +82,9 @@ class RewardModelConfig:
             raise ValueError("dimensions must name at least one dimension")
         if self.pixel_area < 28 * 28:
             raise ValueError(f"pixel_area must be at least 784 (one 28x28 merged patch), got {self.pixel_area}")
+        if self.prompt == "clip" and self.edited_input != "pair_clip":
+            raise ValueError('prompt "clip" shows the source only inside the (source, edited) clip: it needs '
+                             f'edited_input="pair_clip", got {self.edited_input!r}')
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         self.dimensions = tuple(self.dimensions)

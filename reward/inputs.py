@@ -62,8 +62,13 @@ Dimension 2: Visual Quality & Realism. This dimension focuses on how realistic, 
 class PromptTemplate:
     """A sequence split at the edited image: ``prefix`` (shared by a group) and ``suffix`` (per candidate)."""
 
-    prefix: str  # holds one IMAGE_PLACEHOLDER (the source) and "{instruction}"
+    prefix: str  # holds "{instruction}" and one IMAGE_PLACEHOLDER (the source), or none when the clip carries it
     suffix: str  # holds one IMAGE_PLACEHOLDER (the edited image) and "{reward}"
+
+    @property
+    def source_in_prefix(self) -> bool:
+        """Whether the prefix shows the source as a still image (not so in the "clip" prompt)."""
+        return IMAGE_PLACEHOLDER in self.prefix
 
 
 PROMPTS: dict[str, PromptTemplate] = {
@@ -72,6 +77,12 @@ PROMPTS: dict[str, PromptTemplate] = {
     # instruction's length, which a backbone trained from scratch needs to compare them.
     "short": PromptTemplate(
         prefix=f"Rate the edit. Instruction: {{instruction}}\nSource:{IMAGE_PLACEHOLDER} Edited:",
+        suffix=f"{IMAGE_PLACEHOLDER}{{reward}}",
+    ),
+    # For edited_input="pair_clip" only: the (source, edited) clip already shows the source, so the prefix is
+    # text alone -- half the vision work and a shorter sequence than "short", which also shows it as a still.
+    "clip": PromptTemplate(
+        prefix="Rate the edit. Instruction: {instruction}\nEdit:",
         suffix=f"{IMAGE_PLACEHOLDER}{{reward}}",
     ),
     "rubric": PromptTemplate(
@@ -156,12 +167,15 @@ class RewardInputBuilder:
         srcs = [load_rgb(s, "source") for s in sources]
         eds = [load_rgb(e, "edited") for e in editeds]
         if self.cfg.edited_input == "pair_clip":
-            return self._process(texts, srcs, [_clip(s, e) for s, e in zip(srcs, eds)])
+            stills = srcs if self.template.source_in_prefix else None
+            return self._process(texts, stills, [_clip(s, e) for s, e in zip(srcs, eds)])
         return self._process(texts, [im for pair in zip(srcs, eds) for im in pair])
 
     def prefixes(self, sources: Sequence[ImageLike], instructions: Sequence[str]) -> Any:
         """The shared part of each group: prompt, source image, instruction (right-padded)."""
         texts = [self.prefix_text(ins) for ins in instructions]
+        if not self.template.source_in_prefix:
+            return self._process(texts, None)
         return self._process(texts, [load_rgb(s, "source") for s in sources])
 
     def suffixes(self, editeds: Sequence[ImageLike], sources: Sequence[ImageLike] | None = None) -> Any:

@@ -211,8 +211,9 @@ class EditRewardModel(nn.Module):
     def _images_per_row(self, input_ids: torch.Tensor) -> list[int]:
         return (input_ids == self.vision_start_token_id).sum(dim=1).tolist()
 
-    def encode_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None,
-                      image_grid_thw: torch.Tensor | None, mm_token_type_ids: torch.Tensor, **unused: Any) -> PrefixState:
+    def encode_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mm_token_type_ids: torch.Tensor,
+                      pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                      **unused: Any) -> PrefixState:
         """Run the backbone over group prefixes (right-padded batch) once and keep their key/value cache."""
         from transformers import DynamicCache
 

@@ -20,6 +20,9 @@ class RewardDataConfig:
     # An editworld dataset folder (reads its pairs.jsonl), an editworld-style pairs .jsonl file, or an
     # official EditReward-Data JSON file (a list of {prompt, path_src, path1 (preferred), path2, ...}).
     train: str = "runs/world-train"
+    # More pair sources trained on beside `train` (same formats), e.g. an editor's own oracle-labelled samples
+    # from `editrl world editor-samples`; their groups are split for validation like those of `train`.
+    extra_train: list[str] = field(default_factory=list)
     # Folder that relative image paths of an official JSON are resolved against (default: the JSON's folder).
     image_root: str | None = None
     # Validation: a separate pair file/folder, or None to hold out `val_fraction` of the training groups.

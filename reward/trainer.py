@@ -207,6 +207,8 @@ def prepare_pairs(cfg: RewardTrainConfig) -> tuple[list[PreferencePair], list[Pr
     """Training samples (ties handled, subset taken) and non-tied validation pairs, from the config."""
     d = cfg.data
     pairs = load_pairs(d.train, d.image_root)
+    for extra in d.extra_train:
+        pairs += load_pairs(extra, d.image_root)
     if d.val is not None:
         train_pairs, val_pairs = pairs, load_pairs(d.val, d.image_root)
     else:

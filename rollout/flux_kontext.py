@@ -105,8 +105,9 @@ class DiffusersEditorBase:
     @torch.no_grad()
     def sample(self, cond: Any, num_steps: int, noise_level: float = 0.0, guidance: float | None = None,
                generator: torch.Generator | None = None, return_trajectory: bool = False,
-               output_type: str = "pil") -> PipelineEditSample:
-        """One edit per conditioning row (``cond.repeat_interleave(n)`` for groups)."""
+               sde_steps: Sequence[int] | None = None, output_type: str = "pil") -> PipelineEditSample:
+        """One edit per conditioning row (``cond.repeat_interleave(n)`` for groups); with ``noise_level`` > 0 the
+        steps in ``sde_steps`` (all when None) are SDE steps, the others ODE steps with log-probability 0."""
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         x = self.initial_latents(cond, generator).float()
@@ -114,7 +115,7 @@ class DiffusersEditorBase:
         states, means, log_probs = [x], [], []
         for i in range(num_steps):
             v = self.velocity(x, sigmas[i], cond, guidance=guidance).float()
-            if noise_level > 0:
+            if noise_level > 0 and (sde_steps is None or i in sde_steps):
                 from rollout.sde import sde_step_with_logprob
 
                 x, logp, mean, _ = sde_step_with_logprob(v, x, sigmas[i], sigmas[i + 1], noise_level,

@@ -182,3 +182,45 @@ def test_stat_tracker_fill_and_zero_advantage_by_hand():
     r, n = fill_failed_rewards(torch.tensor([1.0, float("nan"), 3.0, float("nan")]), ["a", "a", "a", "b"])
     assert n == 2 and r.tolist() == [1.0, 2.0, 3.0, 0.0]
     assert zero_advantage_fraction(torch.tensor([1.0, 1.0, 2.0, 3.0]), ["a", "a", "b", "b"]) == 0.5
+
+
+def test_sde_window_draws_consecutive_steps_from_the_first_half():
+    from policy.grpo_config import SamplingSection
+    from policy.online import sde_window_steps
+
+    g = torch.Generator().manual_seed(0)
+    assert sde_window_steps(SamplingSection(num_steps=8, sde_window=0), g) is None  # every step is SDE
+    starts = set()
+    for _ in range(50):  # T = 8, k = 2: the window starts at 0..3 (the first half), never later
+        steps = sde_window_steps(SamplingSection(num_steps=8, sde_window=2), g)
+        assert steps == [steps[0], steps[0] + 1]
+        starts.add(steps[0])
+    assert starts == {0, 1, 2, 3}
+    assert sde_window_steps(SamplingSection(num_steps=3, sde_window=3), g) == [0, 1, 2]
+    with pytest.raises(ValueError, match="sde_window"):
+        sde_window_steps(SamplingSection(num_steps=3, sde_window=4), g)
+
+
+def test_sde_window_samples_log_probs_only_on_its_steps_and_grpo_trains_there(assets, tmp_path):
+    from PIL import Image
+
+    from editrl.config import load_config
+    from policy.grpo_config import GRPOConfig, SamplingSection
+    from policy.online import Prompt, sample_groups, train_grpo
+    from rollout.registry import load_editor
+
+    _, kontext, reward = assets
+    editor = load_editor(f"flux-kontext:{kontext}", dtype="float32", max_sequence_length=16)
+    prompts = [Prompt(Image.new("RGB", (32, 32), (200, 30, 30)), "make it blue", key="p0")]
+    sampling = SamplingSection(group_size=2, num_steps=4, noise_level=0.8, sde_window=2)
+    rollout, _ = sample_groups(editor, lambda ims, ins, meta: (torch.ones(len(ims)), {}), prompts, sampling,
+                               torch.Generator().manual_seed(0), with_oracle=False)
+    window = rollout.sde_steps
+    assert len(window) == 2 and window[0] in (0, 1)
+    others = [t for t in range(4) if t not in window]
+    assert (rollout.log_probs[:, others] == 0).all() and (rollout.log_probs[:, window] != 0).all()
+
+    path = _write_config(tmp_path / "c.yaml", kontext, reward, tmp_path / "run", steps=1, timestep_fraction=1.0)
+    cfg = load_config(GRPOConfig, path, ["eval.num_tasks=0", "reward.log_oracle=false", "sampling.sde_window=1"])
+    last = train_grpo(cfg)["last"]
+    assert math.isfinite(last["train/loss"]) and last["train/approx_kl"] >= 0

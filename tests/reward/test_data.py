@@ -130,3 +130,19 @@ def test_split_subsample_and_order_are_deterministic(tmp_path):
     assert len(subsample(pairs, 50, seed=0)) == 50 and subsample(pairs, 50, 0) == subsample(pairs, 50, 0)
     assert epoch_order(100, 0, 1) == epoch_order(100, 0, 1) != epoch_order(100, 0, 2)
     assert sorted(epoch_order(100, 5, 0)) == list(range(100))
+
+
+def test_extra_train_sources_are_trained_on_beside_train(tmp_path):
+    from editrl.config import load_config
+    from reward.train_config import RewardTrainConfig
+    from reward.trainer import prepare_pairs
+
+    world, extra = tmp_path / "world", tmp_path / "extra"
+    world.mkdir(), extra.mkdir()
+    _write_jsonl(world / "pairs.jsonl", _editworld_rows(world))
+    _write_jsonl(extra / "pairs.jsonl", [{**r, "group_id": f"p{r['group_id']}"} for r in _editworld_rows(extra)])
+    overrides = [f"data.train={world}", "data.val_fraction=0.0"]
+    alone, _ = prepare_pairs(load_config(RewardTrainConfig, None, overrides))
+    both, _ = prepare_pairs(load_config(RewardTrainConfig, None, overrides + [f"data.extra_train=[{extra}]"]))
+    assert len(alone) == 3 and len(both) == 6
+    assert {p.preferred for p in both} - {p.preferred for p in alone} == {str(extra / "a.png"), str(extra / "b.png")}

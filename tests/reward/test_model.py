@@ -224,3 +224,18 @@ def test_local_vlm_checkpoint_loads_as_backbone_and_gains_the_reward_token(tmp_p
     assert out.mu.shape == (1, 2)
     with pytest.raises(DataError, match="local checkpoint directory"):
         build_reward_model(RewardModelConfig(backbone="Qwen/Qwen2.5-VL-7B-Instruct"))
+
+
+def test_clip_prompt_shows_the_source_only_inside_the_clip():
+    cfg = RewardModelConfig(edited_input="pair_clip", pixel_area=1024, prompt="clip")
+    cfg.tiny.vision_patch_size = 4
+    _, processor = build_reward_model(cfg)
+    builder = RewardInputBuilder(processor, cfg)
+    src, ed = _image(32, 32, 1), _image(32, 32, 2)
+    full = builder([src], INSTRUCTIONS[:1], [ed])
+    prefix = builder.prefixes([src], INSTRUCTIONS[:1])
+    assert "pixel_values" not in full and "pixel_values" not in prefix  # no still image anywhere
+    assert full["video_grid_thw"].tolist() == [[1, 8, 8]]
+    assert full["input_ids"][0].tolist()[:prefix["input_ids"].shape[1]] == prefix["input_ids"][0].tolist()
+    with pytest.raises(ValueError, match="pair_clip"):
+        RewardModelConfig(prompt="clip")

@@ -53,9 +53,10 @@ def test_shared_prefix_group_equals_full_recompute(scorer, sizes):
         assert max(abs(a.score - b.score) for a in full for b in full) > 1e-3
 
 
-def test_pair_clip_shared_prefix_equals_full_recompute():
+@pytest.mark.parametrize("prompt", ["short", "clip"])  # "clip": the prefix is text only (no source still)
+def test_pair_clip_shared_prefix_equals_full_recompute(prompt):
     torch.manual_seed(0)
-    cfg = RewardModelConfig(edited_input="pair_clip", pixel_area=1024)
+    cfg = RewardModelConfig(edited_input="pair_clip", pixel_area=1024, prompt=prompt)
     cfg.tiny.vision_patch_size = 4
     model, processor = build_reward_model(cfg)
     clip_scorer = RewardScorer(model, processor, cfg, batch_size=2)
