@@ -283,6 +283,61 @@ class PairCollator:
         return batch, scores
 
 
+class GroupDataset:
+    """Training samples grouped by (source, instruction): item ``i`` is one group's distinct edited images and
+    every training pair among them, so that each candidate is forwarded once however many pairs it is in
+    (InstructGPT's "all K-choose-2 comparisons of a prompt as one batch element")."""
+
+    def __init__(self, samples: Sequence[PreferencePair], cache_images: bool = True) -> None:
+        self.images = PairDataset(samples, cache_images)  # decoding and its error messages
+        groups: dict[str, dict[str, Any]] = {}
+        for k, p in enumerate(samples):
+            # keyed by source and instruction too: group ids of two datasets (e.g. "g000001") can coincide
+            g = groups.setdefault((p.group, p.source, p.instruction), {"first": k, "index": {}, "refs": [], "scores": [], "pairs": []})
+            for path, scores, field in ((p.preferred, p.preferred_scores, "preferred"),
+                                        (p.rejected, p.rejected_scores, "rejected")):
+                if path not in g["index"]:
+                    g["index"][path] = len(g["scores"])
+                    g["refs"].append((path, k, field))  # where the image first appears, for error messages
+                    g["scores"].append(scores)
+            g["pairs"].append((g["index"][p.preferred], g["index"][p.rejected]))
+        self.groups = list(groups.values())
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        g = self.groups[i]
+        first = self.samples[g["first"]]
+        editeds = [self.images._image(path, self.samples[k], field) for path, k, field in g["refs"]]
+        return {"source": self.images._image(first.source, first, "source"), "instruction": first.instruction,
+                "editeds": editeds, "scores": g["scores"], "pairs": g["pairs"]}
+
+
+class GroupCollator:
+    """Collate groups into one batch of all their candidates (N sequences); returns ``(model_inputs, scores (N, D),
+    pairs (P, 2))`` where each row of ``pairs`` is (winner row, loser row) into the batch."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+
+    def __call__(self, items: list[dict[str, Any]]):
+        import torch
+
+        sources, instructions, editeds, scores, pairs = [], [], [], [], []
+        for it in items:
+            offset = len(editeds)
+            n = len(it["editeds"])
+            sources += [it["source"]] * n
+            instructions += [it["instruction"]] * n
+            editeds += it["editeds"]
+            scores += it["scores"]
+            pairs += [(offset + w, offset + l) for w, l in it["pairs"]]
+        batch = self.builder(sources, instructions, editeds)
+        return batch, torch.tensor(scores, dtype=torch.float32), torch.tensor(pairs, dtype=torch.long)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The shuffled order of ``n`` samples in ``epoch`` — a pure function of (seed, epoch), so a resumed run skips exactly."""
     import torch
@@ -293,5 +348,6 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 __all__ = [
     "DIMENSIONS", "PreferencePair", "load_pairs", "load_editworld_pairs", "load_official_pairs",
-    "training_samples", "split_by_group", "subsample", "PairDataset", "PairCollator", "epoch_order",
+    "training_samples", "split_by_group", "subsample", "PairDataset", "PairCollator", "GroupDataset", "GroupCollator",
+    "epoch_order",
 ]

@@ -43,6 +43,11 @@ class RewardDataConfig:
     dimension_loss_weight: float = 0.0
     # Expectation estimator of the uncertainty loss: deterministic Gauss-Hermite or the official Monte Carlo.
     estimator: Literal["quadrature", "mc"] = "quadrature"
+    # How micro-batches are formed: "pairs" (batch_size pairs, two sequences each, as the paper) or "groups"
+    # (batch_size (source, instruction) groups: each candidate forwarded once and every training pair among a
+    # group's candidates in the loss, as InstructGPT did with its K-choose-2 comparisons; several times the pairs
+    # per forward). Validation always scores pairs.
+    batching: Literal["pairs", "groups"] = "pairs"
     # Workers of the torch DataLoader that decodes images (0 = in the training process).
     num_workers: int = 0
 
@@ -63,7 +68,8 @@ class RewardOptimConfig:
     warmup_ratio: float = 0.05
     # Learning-rate schedule after warm-up (transformers.get_scheduler names).
     schedule: Literal["cosine", "constant_with_warmup", "linear"] = "cosine"
-    # Pairs per micro-batch on each process (each pair is two sequences: one forward of 2*batch_size sequences).
+    # Pairs per micro-batch on each process (each pair is two sequences: one forward of 2*batch_size sequences);
+    # with data.batching = "groups", groups per micro-batch (one sequence per candidate).
     batch_size: int = 8
     # Micro-batches accumulated per optimiser step.
     grad_accum: int = 1

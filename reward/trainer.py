@@ -22,8 +22,8 @@ import torch
 
 from editrl.config import config_to_dict, save_config
 from editrl.metrics import MetricsSink
-from reward.data import (PairCollator, PairDataset, PreferencePair, epoch_order, load_pairs, split_by_group,
-                         subsample, training_samples)
+from reward.data import (GroupCollator, GroupDataset, PairCollator, PairDataset, PreferencePair, epoch_order,
+                         load_pairs, split_by_group, subsample, training_samples)
 from reward.train_config import RewardTrainConfig
 
 
@@ -300,7 +300,9 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
 
     # ---- data: pairs -> samples -> deterministic micro-batches ---------------------------------------
     train_samples, val_samples = prepare_pairs(cfg)
-    train_set, val_set = PairDataset(train_samples), PairDataset(val_samples)
+    grouped = cfg.data.batching == "groups"
+    train_set = GroupDataset(train_samples) if grouped else PairDataset(train_samples)
+    val_set = PairDataset(val_samples)
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_per_epoch = len(train_set) // (t.batch_size * world)
     if micro_per_epoch == 0:
@@ -311,7 +313,9 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     model, processor = build_model(cfg.model)
     from reward.inputs import RewardInputBuilder
 
-    collate = PairCollator(RewardInputBuilder(processor, cfg.model))
+    builder = RewardInputBuilder(processor, cfg.model)
+    collate = PairCollator(builder)  # validation pairs (and training pairs unless grouped)
+    train_collate = GroupCollator(builder) if grouped else collate
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "head" in n]
     body_params = [p for n, p in model.named_parameters() if p.requires_grad and "head" not in n]
     groups = [{"params": body_params, "lr": t.lr}, {"params": head_params, "lr": t.head_lr or t.lr}]
@@ -335,8 +339,9 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
 
     sink = MetricsSink(out_dir, wandb_project=cfg.wandb_project, config=config_to_dict(cfg)) if is_main else None
     if is_main:
-        print(f"reward train: {len(train_set)} training samples, {len(val_set)} validation pairs, "
-              f"{total_steps} steps of {t.batch_size}x{t.grad_accum}x{world} pairs; "
+        unit = "groups" if grouped else "pairs"
+        print(f"reward train: {len(train_samples)} training samples" + (f" in {len(train_set)} groups" if grouped else "")
+              + f", {len(val_set)} validation pairs, {total_steps} steps of {t.batch_size}x{t.grad_accum}x{world} {unit}; "
               f"{n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable) on {device}")
 
     def checkpoint(at_step: int, elapsed: float) -> Path:
@@ -351,7 +356,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
 
     # ---- loop --------------------------------------------------------------------------------------
     # micro-batch m (global, across epochs) is a pure function of (seed, m): a resumed run starts at m = step * accum
-    micro = MicroBatches(train_set, collate, t.batch_size, micro_per_epoch, t.seed, world, rank)
+    micro = MicroBatches(train_set, train_collate, t.batch_size, micro_per_epoch, t.seed, world, rank)
     batches = iter(torch.utils.data.DataLoader(micro, sampler=range(step * t.grad_accum, total_steps * t.grad_accum),
                                                batch_size=None, num_workers=cfg.data.num_workers,
                                                generator=torch.Generator().manual_seed(t.seed)))  # not the global RNG
@@ -364,13 +369,16 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     bar = tqdm(total=total_steps, initial=step, desc="reward train", disable=not (progress and is_main), dynamic_ncols=True)
     interrupted = False
     while step < total_steps:
-        step_loss, step_acc = 0.0, 0.0
+        step_loss, step_acc, step_pairs = 0.0, 0.0, 0
         sigma_sum = None
         for a in range(t.grad_accum):
-            batch, scores = next(batches)                         # 2B sequences: winners, then losers
-            with accelerator.accumulate(model):
-                out = model(**batch.to(device))                   # mu, log_sigma: (2B, D)
+            batch, scores, *pairs = next(batches)                 # pairs: 2B sequences, winners then losers;
+            with accelerator.accumulate(model):                   # groups: N candidates + (P, 2) pair rows
+                out = model(**batch.to(device))                   # mu, log_sigma: (sequences, D)
                 mu, log_sigma = out.mu.float(), out.log_sigma.float()
+                if pairs:                                         # -> (2P, D): winners, then losers
+                    rows = torch.cat([pairs[0][:, 0], pairs[0][:, 1]])
+                    mu, log_sigma, scores = mu[rows.to(device)], log_sigma[rows.to(device)], scores[rows]
                 loss = pair_loss(cfg, mu, log_sigma, scores.to(device))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
@@ -384,10 +392,11 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
                 sig = log_sigma.exp().mean(0)                     # (D,)
                 sigma_sum = sig if sigma_sum is None else sigma_sum + sig
             step_loss += float(loss.detach()) / t.grad_accum
+            step_pairs += b
         scheduler.step()
         step += 1
         losses.append(step_loss)
-        pairs_since_log += t.batch_size * t.grad_accum * world
+        pairs_since_log += step_pairs * world
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", acc=f"{step_acc:.2f}")
         elapsed = elapsed_before + time.perf_counter() - t_start

@@ -104,13 +104,15 @@ def test_cli_train_runs_and_learns(dataset, tmp_path, capsys):
     assert (tmp_path / "eval" / "scores_reward.jsonl").is_file()
 
 
-def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, tmp_path):
+@pytest.mark.parametrize("batching", ["pairs", "groups"])
+def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, tmp_path, batching):
     from reward.trainer import train
 
-    full = train(_cfg(dataset, tmp_path / "full", "train.max_steps=6"), progress=False)
-    first = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6"), stop_at_step=3, progress=False)
+    mode = f"data.batching={batching}"
+    full = train(_cfg(dataset, tmp_path / "full", "train.max_steps=6", mode), progress=False)
+    first = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", mode), stop_at_step=3, progress=False)
     assert first.step == 3 and first.final_dir is None and first.last_checkpoint.name == "step-000003"
-    second = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", f"resume={first.last_checkpoint}"),
+    second = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", mode, f"resume={first.last_checkpoint}"),
                    progress=False)
     assert second.step == 6 and len(full.losses) == 6
     np.testing.assert_allclose(first.losses + second.losses, full.losses, rtol=0, atol=1e-6)
@@ -120,6 +122,37 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, tmp_path):
     a = load_file(str(next((tmp_path / "full" / "final").glob("*.safetensors"))))
     b = load_file(str(next((tmp_path / "split" / "final").glob("*.safetensors"))))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_group_batches_forward_each_candidate_once_and_score_every_pair(dataset):
+    """A fixture group has 3 candidates (good, bad, noop) and 4 training samples: good>bad, good>noop and the
+    disentangled tie bad/noop in both orders. Grouped, that is 3 sequences and 4 (winner, loser) rows; the loss on
+    the gathered rows equals the pair-batch loss of the same 4 samples (same model, same sequences)."""
+    from reward.data import GroupCollator, GroupDataset, PairCollator, PairDataset
+    from reward.inputs import RewardInputBuilder
+    from reward.trainer import build_model, pair_loss, prepare_pairs
+
+    cfg = _cfg(dataset, Path("unused"), "data.val_fraction=0.0")
+    samples, _ = prepare_pairs(cfg)
+    groups = GroupDataset(samples)
+    first = [s for s in samples if s.group == samples[0].group]
+    assert len(groups) == len({s.group for s in samples}) and len(first) == 4
+    item = groups[0]
+    assert len(item["editeds"]) == 3 and sorted(item["pairs"]) == [(0, 1), (0, 2), (1, 2), (2, 1)]
+    torch.manual_seed(0)
+    model, processor = build_model(cfg.model)
+    model.eval()
+    builder = RewardInputBuilder(processor, cfg.model)
+    batch, scores, pairs = GroupCollator(builder)([item])
+    assert batch["input_ids"].shape[0] == 3 and pairs.shape == (4, 2)
+    with torch.no_grad():
+        out = model(**batch)
+        rows = torch.cat([pairs[:, 0], pairs[:, 1]])
+        grouped = pair_loss(cfg, out.mu[rows], out.log_sigma[rows], scores[rows])
+        pbatch, pscores = PairCollator(builder)([PairDataset(first)[i] for i in range(4)])
+        pout = model(**pbatch)
+        paired = pair_loss(cfg, pout.mu, pout.log_sigma, pscores)
+    torch.testing.assert_close(grouped, paired, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_input_is_reported_with_its_place(dataset, tmp_path, capsys):
