@@ -1,6 +1,6 @@
 """Reward-model training loop: one readable function in labelled sections.
 
-    setup -> data -> model, optimiser, schedule -> resume -> loop (forward 2B sequences, loss, step,
+    setup -> data -> model, optimiser, schedule -> resume -> loop (forward pair or group batches, loss, step,
     log, validate, checkpoint) -> final model + training curve
 
 Data order is a pure function of (seed, epoch) and the optimiser step, so a run resumed from a
