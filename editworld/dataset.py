@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -88,7 +89,7 @@ def _write_group(job: tuple[Path, WorldConfig, int]) -> dict[str, list[dict]]:
                      "edited": rel, "instruction": task.instruction, "task": task.to_dict(),
                      "editor": cand.editor_info(), "true_scores": cand.scores, "human_scores": human})
     if split == "train":
-        return {"rows": rows, "pairs": [_pair(a, b) for a, b in itertools.combinations(rows, 2)], "bench": []}
+        return {"rows": rows, "pairs": [pair_row(a, b) for a, b in itertools.combinations(rows, 2)], "bench": []}
     return {"rows": rows, "pairs": [], "bench": _bench_groups(rows, rng)}
 
 
@@ -96,16 +97,20 @@ def _mean_scores(row: dict) -> dict[str, float]:
     return {d: _mean(row["human_scores"][d]) for d in DIMENSIONS}
 
 
-def _pair(a: dict, b: dict) -> dict:
+def pair_row(a: dict, b: dict, tie_margin: float = 0.0, name: Callable[[dict], str] | None = None) -> dict:
+    """The ``pairs.jsonl`` row comparing two manifest rows of one group by their mean human scores: the better
+    overall first; a tie when the overall scores are equal or differ by less than ``tie_margin``. ``name`` turns a
+    row's ``editor`` field into the editor's name (default: the simulated editor's, ``editor_name``)."""
+    name = name or editor_name
     sa, sb = _mean_scores(a), _mean_scores(b)
     oa, ob = _overall(sa), _overall(sb)
     if ob > oa:
-        a, b, sa, sb = b, a, sb, sa
-    tie = oa == ob
+        a, b, sa, sb, oa, ob = b, a, sb, sa, ob, oa
+    tie = oa == ob or oa - ob < tie_margin
     d1, d2 = (sa[d] - sb[d] for d in DIMENSIONS)
     return {"group_id": a["group_id"], "source": a["source"], "instruction": a["instruction"],
             "preferred": a["edited"], "rejected": b["edited"], "preferred_id": a["id"], "rejected_id": b["id"],
-            "preferred_editor": editor_name(a["editor"]), "rejected_editor": editor_name(b["editor"]),
+            "preferred_editor": name(a["editor"]), "rejected_editor": name(b["editor"]),
             "preferred_scores": sa, "rejected_scores": sb, "tie": tie, "disentangle": bool(tie and d1 * d2 < 0)}
 
 

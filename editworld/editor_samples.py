@@ -24,26 +24,12 @@ import numpy as np
 
 from editworld import DIMENSIONS
 from editworld.config import EditorSampleConfig
-
-
-def _pair(a: dict, b: dict, tie_margin: float) -> dict:
-    sa = {d: a["human_scores"][d][0] for d in DIMENSIONS}
-    sb = {d: b["human_scores"][d][0] for d in DIMENSIONS}
-    oa, ob = (float(np.mean([s[d] for d in DIMENSIONS])) for s in (sa, sb))
-    if ob > oa:
-        a, b, sa, sb, oa, ob = b, a, sb, sa, ob, oa
-    tie = oa - ob < tie_margin
-    d1, d2 = (sa[d] - sb[d] for d in DIMENSIONS)
-    return {"group_id": a["group_id"], "source": a["source"], "instruction": a["instruction"],
-            "preferred": a["edited"], "rejected": b["edited"], "preferred_id": a["id"], "rejected_id": b["id"],
-            "preferred_editor": a["editor"]["name"], "rejected_editor": b["editor"]["name"],
-            "preferred_scores": sa, "rejected_scores": sb, "tie": tie, "disentangle": bool(tie and d1 * d2 < 0)}
+from editworld.dataset import pair_row
 
 
 def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfig, editor_name: str = "editor",
                             progress: bool = True) -> dict[str, Any]:
     """Sample, score and pair the editor's edits of ``cfg.tasks`` training tasks into ``out``; returns the summary."""
-    from PIL import Image
     from tqdm import tqdm
 
     from editrl.io import write_jsonl
@@ -59,6 +45,7 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "editor": editor_name}, indent=1))
     tasks = sample_tasks(cfg.tasks, cfg.seed, size=cfg.size)
+    sources = [t.source_image(cfg.size) for t in tasks]
     rng = np.random.default_rng([cfg.seed, 1])
     rows: list[dict] = []
     chunk = max(1, cfg.batch_size // cfg.per_noise)
@@ -67,7 +54,7 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
     for li, level in enumerate(cfg.noise_levels):
         for start in range(0, len(tasks), chunk):
             part = tasks[start:start + chunk]
-            groups = sample_groups(editor, [t.source_image(cfg.size) for t in part], [t.instruction for t in part],
+            groups = sample_groups(editor, sources[start:start + chunk], [t.instruction for t in part],
                                    cfg.per_noise, num_steps=cfg.num_steps, noise_level=level,
                                    seed=cfg.seed + 7919 * li + start, batch_size=cfg.batch_size)
             for k, images in enumerate(groups):
@@ -75,10 +62,10 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
             bar.update(len(part))
     bar.close()
     pairs: list[dict] = []
-    for g, (task, cands) in enumerate(zip(tasks, samples)):
+    for g, (task, source, cands) in enumerate(zip(tasks, sources, samples)):
         gid = f"p{g:06d}"
         src_rel = f"images/{gid}_source.png"
-        task.source_image(cfg.size).save(out / src_rel)
+        source.save(out / src_rel)
         group_rows = []
         for c, (level, image) in enumerate(cands):
             rel = f"images/{gid}_c{c}.png"
@@ -92,7 +79,8 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
                                "true_scores": oracle, "human_scores": human})
         rows.extend(group_rows)
         if cfg.split == "train":
-            pairs.extend(_pair(a, b, cfg.tie_margin) for a, b in itertools.combinations(group_rows, 2))
+            pairs.extend(pair_row(a, b, cfg.tie_margin, name=lambda editor: editor["name"])
+                         for a, b in itertools.combinations(group_rows, 2))
     write_jsonl(out / "manifest.jsonl", rows)
     write_jsonl(out / "pairs.jsonl", pairs)
     summary = {"groups": cfg.tasks, "candidates": len(rows), "train_pairs": len(pairs),

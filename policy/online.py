@@ -230,6 +230,7 @@ def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampl
     G = sampling.group_size
     t_start = time.perf_counter()
     sde_steps = sde_window_steps(sampling, generator)
+    window = {} if sde_steps is None else {"sde_steps": sde_steps}  # editors without the argument keep working
     cond = editor.prepare([p.source for p in prompts], [p.instruction for p in prompts])
     chunk = max(1, sampling.prompts_per_chunk)
     futures: list[Future] = []
@@ -240,7 +241,6 @@ def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampl
             ids = list(range(start, min(start + chunk, len(prompts))))
             rows = [i for i in ids for _ in range(G)]
             t0 = time.perf_counter()
-            window = {} if sde_steps is None else {"sde_steps": sde_steps}
             out = editor.sample(cond.index(rows), num_steps=sampling.num_steps, noise_level=sampling.noise_level,
                                 guidance=sampling.guidance, generator=generator, return_trajectory=True, **window)
             sample_s += time.perf_counter() - t0

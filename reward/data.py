@@ -290,10 +290,11 @@ class GroupDataset:
 
     def __init__(self, samples: Sequence[PreferencePair], cache_images: bool = True) -> None:
         self.images = PairDataset(samples, cache_images)  # decoding and its error messages
-        groups: dict[str, dict[str, Any]] = {}
+        groups: dict[tuple[str, str, str], dict[str, Any]] = {}
         for k, p in enumerate(samples):
             # keyed by source and instruction too: group ids of two datasets (e.g. "g000001") can coincide
-            g = groups.setdefault((p.group, p.source, p.instruction), {"first": k, "index": {}, "refs": [], "scores": [], "pairs": []})
+            g = groups.setdefault((p.group, p.source, p.instruction),
+                                  {"first": k, "index": {}, "refs": [], "scores": [], "pairs": []})
             for path, scores, field in ((p.preferred, p.preferred_scores, "preferred"),
                                         (p.rejected, p.rejected_scores, "rejected")):
                 if path not in g["index"]:

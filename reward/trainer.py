@@ -378,7 +378,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
                 mu, log_sigma = out.mu.float(), out.log_sigma.float()
                 if pairs:                                         # -> (2P, D): winners, then losers
                     rows = torch.cat([pairs[0][:, 0], pairs[0][:, 1]])
-                    mu, log_sigma, scores = mu[rows.to(device)], log_sigma[rows.to(device)], scores[rows]
+                    rows_d = rows.to(device)
+                    mu, log_sigma, scores = mu[rows_d], log_sigma[rows_d], scores[rows]
                 loss = pair_loss(cfg, mu, log_sigma, scores.to(device))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
