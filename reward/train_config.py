@@ -112,6 +112,10 @@ class RewardTrainConfig:
     out_dir: str = "runs/reward"
     # Resume from this checkpoint folder (a `checkpoints/step-N` of an earlier run); "auto" = latest in out_dir.
     resume: str | None = None
+    # Start from the weights of this reward checkpoint (a `final/` or shipped folder, safetensors) instead of a fresh
+    # model: fine-tuning, e.g. on a policy's own samples. Its reward_config.yaml must equal the `model` section in
+    # every architecture field (a mismatch is an error naming the fields); optimiser and schedule start fresh.
+    init_from: str | None = None
     # wandb project to mirror metrics to; None = JSONL only.
     wandb_project: str | None = None
 

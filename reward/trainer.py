@@ -48,6 +48,28 @@ def build_model(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
     return build_reward_model(model_cfg)
 
 
+# fields that may differ between a checkpoint and a run that starts from its weights: how it runs, not what it is
+_RUNTIME_FIELDS = {"dtype", "gradient_checkpointing", "freeze_vision"}
+
+
+def init_weights_from(model: torch.nn.Module, model_cfg: Any, checkpoint: str | Path) -> None:
+    """Copy a reward checkpoint's weights into a freshly built ``model`` (``init_from``: fine-tuning)."""
+    from editrl.io import DataError
+    from reward.model import REWARD_CONFIG_NAME, load_checkpoint
+
+    source, _, source_cfg = load_checkpoint(checkpoint)
+    want, have = config_to_dict(model_cfg), config_to_dict(source_cfg)
+    differ = sorted(k for k in set(want) | set(have) if k not in _RUNTIME_FIELDS and want.get(k) != have.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: config {want.get(k)!r}, checkpoint {have.get(k)!r}" for k in differ)
+        raise DataError(Path(checkpoint) / REWARD_CONFIG_NAME, f"init_from: the model section differs from the "
+                                                               f"checkpoint's in {detail}")
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise DataError(checkpoint, f"init_from: weights do not fit the configured model: {err}") from err
+
+
 def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """The configured objective on a batch whose rows [0, B) are winners and [B, 2B) losers; mu, log_sigma (2B, D).
 
@@ -311,6 +333,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
 
     # ---- model, optimiser, schedule --------------------------------------------------------------------
     model, processor = build_model(cfg.model)
+    if cfg.init_from:
+        init_weights_from(model, cfg.model, cfg.init_from)
     from reward.inputs import RewardInputBuilder
 
     builder = RewardInputBuilder(processor, cfg.model)

@@ -124,6 +124,30 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, tmp_path, batch
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_init_from_starts_at_the_checkpoint_weights_and_refuses_another_architecture(dataset, tmp_path):
+    """Fine-tuning: zero steps of a run with ``init_from`` write the checkpoint's weights back unchanged (a fresh
+    model would not match them), and a model section that differs names the field and the checkpoint."""
+    from safetensors.torch import load_file
+
+    from reward.trainer import train
+
+    base = train(_cfg(dataset, tmp_path / "base", "train.max_steps=4"), progress=False)
+    tuned = train(_cfg(dataset, tmp_path / "tuned", "train.max_steps=2", "train.lr=0", "train.warmup_ratio=0",
+                       f"init_from={base.final_dir}"), progress=False)
+    fresh = train(_cfg(dataset, tmp_path / "fresh", "train.max_steps=2", "train.lr=0", "train.warmup_ratio=0"),
+                  progress=False)
+    a, b, c = (load_file(str(next((d / "final").glob("*.safetensors")))) for d in (tmp_path / "base",
+                                                                                     tmp_path / "tuned",
+                                                                                     tmp_path / "fresh"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert tuned.losses[0] < fresh.losses[0]  # it starts where the base run ended, not at a fresh model's loss
+
+    with pytest.raises(DataError, match=r"reward_config.yaml.*head_width: config 48, checkpoint 32"):
+        train(_cfg(dataset, tmp_path / "bad", "train.max_steps=1", f"init_from={base.final_dir}",
+                   "model.head_width=48"), progress=False)
+
+
 def test_group_batches_forward_each_candidate_once_and_score_every_pair(dataset):
     """A fixture group has 3 candidates (good, bad, noop) and 4 training samples: good>bad, good>noop and the
     disentangled tie bad/noop in both orders. Grouped, that is 3 sequences and 4 (winner, loser) rows; the loss on
