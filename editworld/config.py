@@ -26,6 +26,7 @@ class EditorSampleConfig:
     per_noise: int = 2  # samples per noise level and task
     noise_levels: tuple[float, ...] = (0.0, 0.3, 0.7)  # 0 = ODE (candidates differ in their initial noise)
     num_steps: int = 8  # denoising steps of each sample
+    sde_window: int = 0  # > 0: SDE samples use a window of this many SDE steps, as the RL presets sample (0: all SDE)
     seed: int = EDITOR_SAMPLE_SEED  # task seed; the sampling seed derives from it
     size: int = 32  # image side in pixels
     annotator_noise: float = 0.25  # std of the simulated annotator around the oracle score

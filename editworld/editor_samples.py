@@ -2,7 +2,8 @@
 trained on the distribution a policy will show it (on-policy data), not only on the simulated editors'.
 
 For each training task (never the held-out seed) the editor samples a group of edits — ODE samples from
-different initial noise and SDE samples at the listed noise levels — and the oracle scores every one. A
+different initial noise and SDE samples at the listed noise levels (every step SDE, or with ``sde_window`` the RL
+presets' window of SDE steps) — and the oracle scores every one. A
 simulated annotator reports each oracle score with Gaussian noise (continuous ratings: the oracle's scores
 are continuous, and rounding them to 1-4 would tie nearly every pair of one group). Pairs within a group whose
 overall ratings differ by less than ``tie_margin`` are marked as ties (and disentangled or dropped by the
@@ -56,12 +57,14 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
             part = tasks[start:start + chunk]
             groups = sample_groups(editor, sources[start:start + chunk], [t.instruction for t in part],
                                    cfg.per_noise, num_steps=cfg.num_steps, noise_level=level,
-                                   seed=cfg.seed + 7919 * li + start, batch_size=cfg.batch_size)
+                                   seed=cfg.seed + 7919 * li + start, batch_size=cfg.batch_size,
+                                   sde_window=cfg.sde_window)
             for k, images in enumerate(groups):
                 samples[start + k].extend((level, im) for im in images)
             bar.update(len(part))
     bar.close()
     pairs: list[dict] = []
+    window = f"-window{cfg.sde_window}" if cfg.sde_window > 0 else ""
     for g, (task, source, cands) in enumerate(zip(tasks, sources, samples)):
         gid = f"p{g:06d}"
         src_rel = f"images/{gid}_source.png"
@@ -75,7 +78,8 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
                      for d in DIMENSIONS}
             group_rows.append({"id": f"{gid}_c{c}", "group_id": gid, "split": cfg.split, "source": src_rel,
                                "edited": rel, "instruction": task.instruction, "task": task.to_dict(),
-                               "editor": {"name": f"{editor_name}@noise{level:g}", "noise_level": level},
+                               "editor": {"name": f"{editor_name}@noise{level:g}{window if level > 0 else ''}",
+                                          "noise_level": level, "sde_window": cfg.sde_window if level > 0 else 0},
                                "true_scores": oracle, "human_scores": human})
         rows.extend(group_rows)
         if cfg.split == "train":

@@ -214,14 +214,12 @@ def score_edits(reward_fn: Callable, images: list, prompts: list[Prompt], with_o
 
 def sde_window_steps(sampling: SamplingSection, generator: torch.Generator) -> list[int] | None:
     """The SDE steps of one RL step: ``sde_window`` consecutive steps from a start in the schedule's first half."""
-    T, k = sampling.num_steps, sampling.sde_window
-    if k <= 0:
-        return None
-    if k > T:
-        raise ValueError(f"sampling.sde_window {k} exceeds sampling.num_steps {T}")
-    last_start = min(T - k, max(0, T // 2 - 1))
-    start = int(torch.randint(0, last_start + 1, (1,), generator=generator, device=generator.device))
-    return list(range(start, start + k))
+    from rollout.sampling import sde_window
+
+    try:
+        return sde_window(sampling.num_steps, sampling.sde_window, generator)
+    except ValueError as err:
+        raise ValueError(f"sampling.{err}") from None
 
 
 def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampling: SamplingSection,

@@ -73,13 +73,16 @@ def _generator(editor: Any, seed: int) -> Any:
 
 def sample_groups(editor: Any, sources: Sequence[Any], instructions: Sequence[str], n: int, num_steps: int = 10,
                   noise_level: float = 0.7, guidance: float | None = None, seed: int = 0,
-                  batch_size: int = 32) -> list[list[Any]]:
+                  batch_size: int = 32, sde_window: int = 0) -> list[list[Any]]:
     """``n`` SDE samples (PIL images) for each (source, instruction) row; about ``batch_size`` images a call.
 
-    Candidates differ in their initial noise and, with ``noise_level`` > 0, in every SDE step. The result is
-    deterministic for a seed and a batch size.
+    Candidates differ in their initial noise and, with ``noise_level`` > 0, in every SDE step — or, with
+    ``sde_window`` > 0, in a window of that many steps drawn per call as the RL sampler draws it
+    (``rollout.sampling.sde_window``). The result is deterministic for a seed and a batch size.
     """
     import torch
+
+    from rollout.sampling import sde_window as draw_window
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -100,8 +103,10 @@ def sample_groups(editor: Any, sources: Sequence[Any], instructions: Sequence[st
             for s in range(0, group.batch_size, step):
                 rows = list(range(s, min(s + step, group.batch_size)))
                 part = group if len(rows) == group.batch_size else group.index(rows)
+                window = draw_window(num_steps, sde_window, g) if noise_level > 0 else None
+                extra = {} if window is None else {"sde_steps": window}
                 images.extend(editor.sample(part, num_steps=num_steps, noise_level=noise_level, guidance=guidance,
-                                            generator=g).images)
+                                            generator=g, **extra).images)
             out.extend(images[i * n:(i + 1) * n] for i in range(len(src)))
     return out
 

@@ -17,6 +17,18 @@ from rollout.sde import sde_step_with_logprob
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def sde_window(num_steps: int, window: int, generator: torch.Generator) -> list[int] | None:
+    """``window`` consecutive SDE steps starting at a step drawn from the schedule's first half (Flow-GRPO-Fast /
+    MixGRPO); None (every step SDE) when ``window`` is 0. The one rule of the RL sampler and of on-policy data."""
+    if window <= 0:
+        return None
+    if window > num_steps:
+        raise ValueError(f"sde_window {window} exceeds num_steps {num_steps}")
+    last_start = min(num_steps - window, max(0, num_steps // 2 - 1))
+    start = int(torch.randint(0, last_start + 1, (1,), generator=generator, device=generator.device))
+    return list(range(start, start + window))
+
+
 def run_sampler(velocity_fn: VelocityFn, initial: torch.Tensor, sigmas: torch.Tensor, noise_level: float = 0.0,
                 generator: torch.Generator | None = None, sde_steps: Sequence[int] | None = None,
                 record: bool = False) -> tuple[torch.Tensor, Trajectory | None]:

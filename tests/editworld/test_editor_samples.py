@@ -46,3 +46,22 @@ def test_editor_samples_are_oracle_labelled_pairs_the_trainer_reads(tmp_path, ed
 def test_editor_samples_refuse_the_held_out_seed(tmp_path, editor):
     with pytest.raises(ValueError, match="held-out"):
         generate_editor_samples(tmp_path, editor, EditorSampleConfig(tasks=1, seed=HELD_OUT_SEED), progress=False)
+
+
+def test_editor_samples_can_sample_as_the_rl_presets_do(tmp_path, editor):
+    """``sde_window``: only a window of steps is stochastic, like the RL sampler; the rows say so and the images are
+    not the every-step-SDE ones (same seed)."""
+    import numpy as np
+    from PIL import Image
+
+    def run(window: int):
+        cfg = EditorSampleConfig(tasks=2, per_noise=2, noise_levels=(0.7,), num_steps=4, sde_window=window)
+        generate_editor_samples(tmp_path / f"w{window}", editor, cfg, editor_name="tiny", progress=False)
+        rows = [json.loads(line) for line in (tmp_path / f"w{window}" / "manifest.jsonl").read_text().splitlines()]
+        return rows, [np.asarray(Image.open(tmp_path / f"w{window}" / r["edited"])) for r in rows]
+
+    rows, images = run(2)
+    assert {r["editor"]["name"] for r in rows} == {"tiny@noise0.7-window2"}
+    assert {r["editor"]["sde_window"] for r in rows} == {2}
+    _, full = run(0)
+    assert any(not np.array_equal(a, b) for a, b in zip(images, full))
