@@ -95,6 +95,7 @@ class DPOTrainSection:
     reference: Literal["fixed", "online"] = "fixed"  # fixed: adapter disabled; online: a LoRA snapshot refreshed every N steps
     refresh_every: int = 10  # online reference: steps between snapshots of the current LoRA weights
     min_reward_gap: float = 0.0  # skip pairs whose best - worst reward is not above this
+    pairs_per_group: int = 1  # k: the i-th best vs the i-th worst edit of each group for i < k (1: best vs worst)
     timesteps_per_pair: int = 2  # shared (noise, t) draws per pair and epoch
     inner_epochs: int = 1  # passes over the step's pairs
     micro_batch: int = 8  # pairs per forward/backward

@@ -24,18 +24,22 @@ from policy.online import (Rollout, denoiser, editor_device, fill_failed_rewards
                            save_checkpoint, setup_run, step_generator, zero_advantage_fraction, _print_step)
 
 
-def best_worst_pairs(rewards: torch.Tensor, keys: Sequence[Hashable], min_gap: float = 0.0
+def best_worst_pairs(rewards: torch.Tensor, keys: Sequence[Hashable], min_gap: float = 0.0, per_group: int = 1
                      ) -> list[tuple[int, int]]:
-    """``(winner row, loser row)`` per group: its best and worst edit, if their rewards differ by more than min_gap."""
+    """``(winner row, loser row)`` pairs of each group: its best vs its worst edit, and with ``per_group`` = k the
+    i-th best vs the i-th worst for i < k (disjoint pairs, never more than half the group), each only if their
+    rewards differ by more than ``min_gap``."""
     groups: dict[Hashable, list[int]] = {}
     for i, k in enumerate(keys):
         groups.setdefault(k, []).append(i)
     pairs = []
     for rows in groups.values():
-        r = rewards[rows]
-        w, l = rows[int(torch.argmax(r))], rows[int(torch.argmin(r))]
-        if float(rewards[w] - rewards[l]) > min_gap:
-            pairs.append((w, l))
+        # stable sort, best first: equal rewards keep sampling order
+        order = sorted(rows, key=lambda i: -float(rewards[i]))
+        for i in range(min(per_group, len(order) // 2)):
+            w, l = order[i], order[-1 - i]
+            if float(rewards[w] - rewards[l]) > min_gap:
+                pairs.append((w, l))
     return pairs
 
 
@@ -146,7 +150,7 @@ def train_dpo(cfg: DPOConfig, reward_client: Any = None) -> dict[str, Any]:
             # ---- PAIR: best vs worst of each group
             keys = rollout.group_keys
             rewards, n_failed = fill_failed_rewards(rollout.rewards, keys)
-            pairs = best_worst_pairs(rewards, keys, cfg.train.min_reward_gap)
+            pairs = best_worst_pairs(rewards, keys, cfg.train.min_reward_gap, cfg.train.pairs_per_group)
 
             # ---- UPDATE
             t0 = time.perf_counter()

@@ -156,6 +156,11 @@ def test_best_worst_pairs_and_snapshot_swap():
     pairs = best_worst_pairs(rewards, keys)
     assert pairs == [(1, 0)]  # b is tied, c is tied
     assert best_worst_pairs(rewards, keys, min_gap=0.9) == []
+    # k = 2 of a group of 5 whose rewards are 2, 0, 4, 1, 3 (rows 0-4): (4 vs 0), (3 vs 1); the middle is unused
+    five = torch.tensor([2.0, 0.0, 4.0, 1.0, 3.0])
+    assert best_worst_pairs(five, ["g"] * 5, per_group=2) == [(2, 1), (4, 3)]
+    assert best_worst_pairs(five, ["g"] * 5, per_group=9) == [(2, 1), (4, 3)]  # never more than half the group
+    assert best_worst_pairs(five, ["g"] * 5, min_gap=2.5, per_group=2) == [(2, 1)]  # 3 - 1 is not above the gap
     p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     snap = LoraSnapshot([("w", p)])
     with torch.no_grad():
