@@ -60,6 +60,10 @@ class SamplingSection:
     # starting at a step drawn per RL step from the first half of the schedule; only its steps are trained.
     # The samples then stay close to the ODE samples the editor is evaluated with. 0: every step is SDE.
     sde_window: int = 0
+    # True: the G edits of a prompt start from one noise draw, so only the SDE steps (the trained actions) make them
+    # differ and every reward difference is credited to them; with a window, the initial noise would otherwise
+    # explain most of a group's spread. False: independent draws (Flow-GRPO).
+    shared_initial_noise: bool = False
     prompts_per_chunk: int = 2  # prompts sampled per chunk; chunk k is scored while chunk k+1 is sampled
 
 

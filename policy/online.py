@@ -239,8 +239,12 @@ def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampl
             ids = list(range(start, min(start + chunk, len(prompts))))
             rows = [i for i in ids for _ in range(G)]
             t0 = time.perf_counter()
+            start_noise = {}
+            if sampling.shared_initial_noise:  # one draw per prompt, repeated over its group
+                start_noise["initial"] = editor.initial_latents(cond.index(ids), generator).repeat_interleave(G, 0)
             out = editor.sample(cond.index(rows), num_steps=sampling.num_steps, noise_level=sampling.noise_level,
-                                guidance=sampling.guidance, generator=generator, return_trajectory=True, **window)
+                                guidance=sampling.guidance, generator=generator, return_trajectory=True, **window,
+                                **start_noise)
             sample_s += time.perf_counter() - t0
             traj = out.trajectory
             latents.append(traj.latents)

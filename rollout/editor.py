@@ -99,16 +99,18 @@ class Editor(abc.ABC):
     @torch.no_grad()
     def sample(self, cond: Conditioning, num_steps: int, noise_level: float = 0.0, guidance: float | None = None,
                generator: torch.Generator | None = None, return_trajectory: bool = False,
-               sde_steps: Sequence[int] | None = None, output_type: str = "pil") -> EditSample:
+               sde_steps: Sequence[int] | None = None, output_type: str = "pil",
+               initial: torch.Tensor | None = None) -> EditSample:
         """One edit per conditioning row (use ``cond.repeat_interleave(n)`` for groups of ``n``).
 
         ``noise_level`` 0 is deterministic ODE sampling (evaluation); > 0 takes Flow-GRPO SDE steps, all of them
-        or only those listed in ``sde_steps`` (the rest are ODE steps with log-probability 0).
+        or only those listed in ``sde_steps`` (the rest are ODE steps with log-probability 0). ``initial``: the
+        starting noise (B, L, C) instead of a fresh draw (e.g. one draw shared by a GRPO group).
         """
         from rollout.sampling import run_sampler
 
         g = self.default_guidance if guidance is None else guidance
-        x0 = self.initial_latents(cond, generator)
+        x0 = self.initial_latents(cond, generator) if initial is None else initial.to(self.device)
         sigmas = self.sigmas(num_steps, cond)
         final, trajectory = run_sampler(lambda x, s: self.velocity(x, s, cond, guidance=g), x0, sigmas,
                                         noise_level=noise_level, generator=generator, sde_steps=sde_steps,

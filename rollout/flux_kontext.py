@@ -105,12 +105,14 @@ class DiffusersEditorBase:
     @torch.no_grad()
     def sample(self, cond: Any, num_steps: int, noise_level: float = 0.0, guidance: float | None = None,
                generator: torch.Generator | None = None, return_trajectory: bool = False,
-               sde_steps: Sequence[int] | None = None, output_type: str = "pil") -> PipelineEditSample:
+               sde_steps: Sequence[int] | None = None, output_type: str = "pil",
+               initial: torch.Tensor | None = None) -> PipelineEditSample:
         """One edit per conditioning row (``cond.repeat_interleave(n)`` for groups); with ``noise_level`` > 0 the
-        steps in ``sde_steps`` (all when None) are SDE steps, the others ODE steps with log-probability 0."""
+        steps in ``sde_steps`` (all when None) are SDE steps, the others ODE steps with log-probability 0.
+        ``initial``: the starting noise instead of a fresh draw (e.g. one draw shared by a GRPO group)."""
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        x = self.initial_latents(cond, generator).float()
+        x = (self.initial_latents(cond, generator) if initial is None else initial.to(self.device)).float()
         sigmas = self.sigmas(num_steps, cond).float()
         states, means, log_probs = [x], [], []
         for i in range(num_steps):

@@ -229,3 +229,35 @@ def test_sde_window_samples_log_probs_only_on_its_steps_and_grpo_trains_there(as
     cfg = load_config(GRPOConfig, path, ["eval.num_tasks=0", "reward.log_oracle=false", "sampling.sde_window=1"])
     last = train_grpo(cfg)["last"]
     assert math.isfinite(last["train/loss"]) and last["train/approx_kl"] >= 0
+
+
+@pytest.mark.parametrize("spec", ["editworld-tiny", "kontext"])
+def test_shared_initial_noise_makes_a_group_differ_only_from_its_sde_window_on(assets, spec):
+    """``shared_initial_noise``: the G edits of a prompt start from one draw; before the window they are the same
+    ODE path, at and after it they differ; two prompts' draws differ."""
+    from PIL import Image
+
+    from policy.grpo_config import SamplingSection
+    from policy.online import Prompt, sample_groups
+    from rollout.registry import load_editor
+
+    _, kontext, _ = assets
+    editor = (load_editor("editworld-tiny") if spec == "editworld-tiny"
+              else load_editor(f"flux-kontext:{kontext}", dtype="float32", max_sequence_length=16))
+    prompts = [Prompt(Image.new("RGB", (32, 32), c), "make it blue", key=f"p{i}")
+               for i, c in enumerate([(200, 30, 30), (30, 200, 30)])]
+    g = torch.Generator().manual_seed(3)
+    sampling = SamplingSection(group_size=3, num_steps=4, noise_level=0.8, sde_window=1, shared_initial_noise=True)
+    while True:  # a draw whose window does not start at step 0, so that one shared ODE step precedes it
+        rollout, _ = sample_groups(editor, lambda ims, ins, meta: (torch.ones(len(ims)), {}), prompts, sampling,
+                                   g, with_oracle=False)
+        if rollout.sde_steps[0] > 0:
+            break
+    start = rollout.sde_steps[0]
+    lat = rollout.latents  # (N, T+1, ...): rows 0-2 are prompt 0, rows 3-5 prompt 1
+    for group in (slice(0, 3), slice(3, 6)):
+        block = lat[group]
+        same = block[:, : start + 1]  # equal up to float rounding of rows at different batch positions
+        torch.testing.assert_close(same, block[:1, : start + 1].expand_as(same), rtol=0, atol=1e-5)
+        assert (block[0, start + 1] - block[1, start + 1]).abs().max() > 0.1
+    assert not torch.equal(lat[0, 0], lat[3, 0])
