@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, default="configs/policy/editworld-grpo.yaml")
     p = _command(policy, "dpo", "policy.rl_commands:dpo", "online DPO (best vs worst of reward-ranked groups) with a fixed or refreshed reference")
     _config_args(p, default="configs/policy/editworld-dpo.yaml")
+    p = _command(policy, "margins", "policy.rl_commands:margins",
+                 "held-out gain (last eval - step 0) of RL runs over seeds, with a Student-t confidence interval")
+    p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl), one per seed")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the interval")
+    p.add_argument("--out", default=None, help="write the table as JSON here")
 
     # ---- curate ----
     p = _command(top, "curate", "curation.commands:curate",

@@ -49,3 +49,43 @@ def dpo(args: argparse.Namespace) -> int:
     result["curves"] = str(plot_curves(result["metrics"], title=f"DPO: {cfg.editor.spec}"))
     _summary("DPO", result)
     return 0
+
+
+MARGIN_KEYS = {"eval/oracle_instruction_following": "oracle IF", "eval/oracle_visual_quality": "oracle VQ",
+               "eval/reward": "learned reward"}  # metrics.jsonl key: label
+
+
+def margins(args: argparse.Namespace) -> int:
+    """The RL measurement of several seed runs: mean held-out gain per metric with its confidence interval."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from editrl.io import DataError
+    from policy.rl_report import margin_over_seeds
+
+    paths = []
+    for run in args.runs:
+        path = Path(run) / "metrics.jsonl"
+        if not path.is_file():
+            raise DataError(path, "missing: not an RL run folder (editrl policy grpo/dpo writes metrics.jsonl)")
+        paths.append(path)
+    results = {}
+    table = Table(title=f"held-out gain over {len(paths)} runs (last eval - step 0), {args.confidence:.0%} t-interval")
+    for col in ("metric", "mean", "interval", "per run"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, label in MARGIN_KEYS.items():
+        try:
+            m = margin_over_seeds(paths, key, args.confidence)
+        except ValueError:  # e.g. eval/reward where the runs did not score held-out edits with the learned reward
+            continue
+        results[key] = m
+        lo, hi = m["ci"]
+        table.add_row(label, f"{m['mean']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in m["gains"]))
+    Console().print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"runs": [str(p.parent) for p in paths], "margins": results}, indent=1))
+    return 0

@@ -141,7 +141,7 @@ def test_length_mismatch_is_an_error():
         EditRewardFn(FakeClient())(images, prompts, [{"source": None}] * 4)
 
 
-def test_margin_over_seeds_by_hand(tmp_path):
+def test_margin_over_seeds_by_hand(tmp_path, capsys):
     from editrl.metrics import MetricsSink
     from policy.rl_report import margin_over_seeds, plot_curves
 
@@ -157,3 +157,15 @@ def test_margin_over_seeds_by_hand(tmp_path):
     assert m["n"] == 3 and m["mean"] == pytest.approx(1 / 3)
     assert m["ci"][0] == pytest.approx(1 / 3 - 0.37947, abs=1e-4) and m["ci"][1] == pytest.approx(1 / 3 + 0.37947, abs=1e-4)
     assert plot_curves(paths[0]).stat().st_size > 1000
+
+    # the same through `editrl policy margins`: the runs had no held-out learned reward, so that row is left out
+    import json
+
+    from editrl.cli import main
+
+    assert main(["policy", "margins", *[str(p.parent) for p in paths], "--out", str(tmp_path / "m.json")]) == 0
+    table = json.loads((tmp_path / "m.json").read_text())["margins"]
+    assert set(table) == {"eval/oracle_instruction_following"}
+    assert table["eval/oracle_instruction_following"]["gains"] == pytest.approx([0.5, 0.2, 0.3])
+    assert main(["policy", "margins", str(tmp_path / "nowhere")]) != 0
+    assert "nowhere/metrics.jsonl: missing" in capsys.readouterr().err
