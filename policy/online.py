@@ -36,7 +36,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 import torch
 
-from policy.grpo_config import DataSection, EvalSection, GRPOConfig, SamplingSection
+from policy.grpo_config import DataSection, EditorSection, EvalSection, GRPOConfig, SamplingSection
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -524,17 +524,7 @@ def load_checkpoint(path: Path, named_params: list[tuple[str, torch.nn.Parameter
     from editrl.io import DataError
 
     state = json.loads((path / STATE_FILE).read_text())
-    weights = load_file(str(path / "lora.safetensors"))
-    names = [n for n, _ in named_params]
-    if sorted(weights) != sorted(names):
-        missing, unexpected = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
-        raise DataError(path / "lora.safetensors", f"parameters do not match the editor's adapter "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}): different editor or LoRA config?")
-    with torch.no_grad():
-        for n, p in named_params:
-            if weights[n].shape != p.shape:
-                raise DataError(path / "lora.safetensors", f"{n}: shape {tuple(weights[n].shape)} != {tuple(p.shape)}")
-            p.copy_(weights[n].to(p.device, p.dtype))
+    load_trained_weights(path, named_params)
     opt_tensors = load_file(str(path / "optimizer.safetensors"))
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, state["optimizer"]))
     rng = load_file(str(path / "rng.safetensors"))
@@ -548,6 +538,55 @@ def load_checkpoint(path: Path, named_params: list[tuple[str, torch.nn.Parameter
     np.random.set_state((ns[0], np.asarray(ns[1], dtype=np.uint32), *ns[2:]))
     extra = load_file(str(path / "extra.safetensors")) if (path / "extra.safetensors").is_file() else {}
     return state, extra
+
+
+def load_trained_weights(path: Path, named_params: list[tuple[str, torch.nn.Parameter]]) -> None:
+    """Copy a checkpoint's ``lora.safetensors`` into the editor's trained parameters (names and shapes checked)."""
+    from safetensors.torch import load_file
+
+    from editrl.io import DataError
+
+    weights = load_file(str(path / "lora.safetensors"))
+    names = [n for n, _ in named_params]
+    if sorted(weights) != sorted(names):
+        missing, unexpected = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
+        raise DataError(path / "lora.safetensors", f"parameters do not match the editor's adapter "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}): different editor or LoRA config?")
+    with torch.no_grad():
+        for n, p in named_params:
+            if weights[n].shape != p.shape:
+                raise DataError(path / "lora.safetensors", f"{n}: shape {tuple(weights[n].shape)} != {tuple(p.shape)}")
+            p.copy_(weights[n].to(p.device, p.dtype))
+
+
+def load_trained_policy(path: str | Path, **load_kwargs: Any) -> Any:
+    """The editor an RL run trained: ``path`` is a run folder (its newest checkpoint) or one ``checkpoints/step_N``
+    folder; the editor and its adapter come from the run's ``config.yaml``. For sampling and evaluation (eval mode,
+    no gradients); ``load_kwargs`` override the run's ``editor.load_kwargs`` (e.g. ``device``)."""
+    import yaml
+
+    from editrl.io import DataError
+
+    path = Path(path)
+    ckpt = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
+    if ckpt is None:
+        raise DataError(path, "not an RL run (no checkpoints/step_* with a trainer state) nor one of its checkpoints")
+    run_dir = ckpt.parent.parent
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(cfg_path, "missing: the run's config names the editor and its LoRA adapter")
+    raw = (yaml.safe_load(cfg_path.read_text()) or {}).get("editor")
+    try:
+        section = EditorSection(**raw)
+    except TypeError as err:
+        raise DataError(cfg_path, f"the editor section is not an editrl editor section: {err}", field="editor") from err
+    cfg = GRPOConfig(editor=section)  # only the editor section matters for loading
+    cfg.editor.load_kwargs = {**cfg.editor.load_kwargs, **load_kwargs}
+    editor, named = load_policy(cfg)
+    load_trained_weights(ckpt, named)
+    for _, p in named:
+        p.requires_grad_(False)
+    return editor
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

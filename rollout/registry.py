@@ -4,8 +4,10 @@ A spec is one of
 
 - ``editworld-tiny`` (the shipped tiny editor) or a folder holding a tiny editor;
 - ``flux-kontext:/path``, ``qwen-image-edit:/path``, ``step1x-edit:/path`` (local diffusers checkpoint folders);
-- a bare path: the kind is read from the folder's ``model_index.json`` ``_class_name``; a folder without one is
-  taken to be a tiny editor.
+- ``rl:/run`` — the editor an ``editrl policy grpo|dpo`` run trained: the run folder (its newest checkpoint) or one
+  ``checkpoints/step_N`` folder; the base editor and LoRA adapter are read from the run's ``config.yaml``;
+- a bare path: the kind is read from the folder's ``model_index.json`` ``_class_name``; an RL run folder (with
+  ``checkpoints/``) is ``rl``; any other folder is taken to be a tiny editor.
 
 Hub ids are never accepted: every path must be a local folder.
 """
@@ -64,7 +66,8 @@ def detect_kind(path: str | Path) -> str:
     if not folder.exists():
         raise DataError(folder, "editor checkpoint folder not found")
     if not (folder / "model_index.json").is_file():
-        return "tiny"
+        is_run = (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
+        return "rl" if is_run or (folder / "lora.safetensors").is_file() else "tiny"
     cls = read_model_index(folder)["_class_name"]
     if cls not in PIPELINE_KINDS:
         raise DataError(folder / "model_index.json", f"unsupported editor pipeline {cls!r}; supported: "
@@ -102,10 +105,17 @@ def _load_step1x_edit(path: str, **kw: Any) -> Any:
     return Step1XEditEditor.from_pretrained(path, **kw)
 
 
+def _load_rl_run(path: str, **kw: Any) -> Any:
+    from policy.online import load_trained_policy  # the policy layer reads its own run folders
+
+    return load_trained_policy(path, **kw)
+
+
 LOADERS: dict[str, Callable[..., Any]] = {
     "flux-kontext": _load_flux_kontext,
     "qwen-image-edit": _load_qwen_image_edit,
     "step1x-edit": _load_step1x_edit,
+    "rl": _load_rl_run,
 }
 
 

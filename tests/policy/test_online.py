@@ -123,6 +123,17 @@ def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     assert compared == len(base)
     assert math.isfinite(result["last"]["train/loss"]) and result["last"]["train/kl"] == 0.0
 
+    # the trained policy loads back through the editor registry (run folder, bare or "rl:"; or one checkpoint)
+    from editrl.io import DataError
+    from rollout.registry import load_editor
+
+    trained = {n: p for n, p in named.items() if "lora_" in n}
+    for spec in (f"rl:{tmp_path / 'run'}", str(tmp_path / "run"), str(tmp_path / "run" / "checkpoints" / "step_000001")):
+        loaded = dict(load_editor(spec).transformer.named_parameters())
+        assert all(torch.equal(loaded[n].detach(), p.detach()) for n, p in trained.items())
+    with pytest.raises(DataError, match="not an RL run"):
+        load_editor(f"rl:{tmp_path}")
+
 
 def test_dpo_step_with_an_online_reference(assets, tmp_path):
     from editrl.cli import main
