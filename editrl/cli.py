@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset folder written by `editrl world generate`")
     p = _command(world, "editor-samples", "editworld.commands:editor_samples",
                  "preference pairs from an editor's own samples, labelled by the oracle through a simulated annotator")
-    p.add_argument("--editor", default="editworld-tiny", help="editor spec or local folder (default: the shipped tiny editor)")
+    p.add_argument("--editor", action="append", default=None,
+                   help="editor spec, local folder or RL run (rl:DIR); repeat it to put several editors' samples of "
+                        "each task in one group (default: the shipped tiny editor)")
     p.add_argument("--out", required=True, help="output folder (editworld layout: images/, manifest.jsonl, pairs.jsonl)")
     _config_args(p)
     p = _command(world, "bench", "editworld.commands:bench", "time the generation of N groups (prints groups/s)")

@@ -31,8 +31,13 @@ def editor_samples(args: argparse.Namespace) -> int:
     from rollout.registry import load_editor
 
     cfg = load_config(EditorSampleConfig, args.config, list(args.overrides))
-    editor = load_editor(args.editor)
-    summary = generate_editor_samples(args.out, editor, cfg, editor_name=Path(args.editor).name)
+    specs = args.editor or ["editworld-tiny"]
+    names = [Path(spec.split(":", 1)[-1]).name or spec for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--editor names must differ (they label the candidates): {names}")
+    editors = {name: load_editor(spec) for name, spec in zip(names, specs)}
+    first = names[0]
+    summary = generate_editor_samples(args.out, editors.pop(first), cfg, editor_name=first, more_editors=editors)
     print(json.dumps(summary, indent=1))
     return 0
 

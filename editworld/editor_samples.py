@@ -29,8 +29,12 @@ from editworld.dataset import pair_row
 
 
 def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfig, editor_name: str = "editor",
-                            progress: bool = True) -> dict[str, Any]:
-    """Sample, score and pair the editor's edits of ``cfg.tasks`` training tasks into ``out``; returns the summary."""
+                            progress: bool = True, more_editors: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sample, score and pair the editor's edits of ``cfg.tasks`` training tasks into ``out``; returns the summary.
+
+    ``more_editors`` (name -> editor) sample the same tasks too and their edits join each task's group, so pairs
+    also compare editors — e.g. a policy after RL against the one before it, which shows a reward model what the
+    RL run learned to exploit."""
     from tqdm import tqdm
 
     from editrl.io import write_jsonl
@@ -44,24 +48,27 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
         raise ValueError("need tasks >= 1, per_noise >= 1 and at least one noise level")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "editor": editor_name}, indent=1))
+    editors = {editor_name: editor, **(more_editors or {})}
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "editor": editor_name, "editors": list(editors)},
+                                                indent=1))
     tasks = sample_tasks(cfg.tasks, cfg.seed, size=cfg.size)
     sources = [t.source_image(cfg.size) for t in tasks]
     rng = np.random.default_rng([cfg.seed, 1])
     rows: list[dict] = []
     chunk = max(1, cfg.batch_size // cfg.per_noise)
-    bar = tqdm(total=cfg.tasks * len(cfg.noise_levels), desc="editor samples", disable=not progress)
-    samples: list[list[tuple[float, Any]]] = [[] for _ in tasks]
-    for li, level in enumerate(cfg.noise_levels):
-        for start in range(0, len(tasks), chunk):
-            part = tasks[start:start + chunk]
-            groups = sample_groups(editor, sources[start:start + chunk], [t.instruction for t in part],
-                                   cfg.per_noise, num_steps=cfg.num_steps, noise_level=level,
-                                   seed=cfg.seed + 7919 * li + start, batch_size=cfg.batch_size,
-                                   sde_window=cfg.sde_window)
-            for k, images in enumerate(groups):
-                samples[start + k].extend((level, im) for im in images)
-            bar.update(len(part))
+    bar = tqdm(total=cfg.tasks * len(cfg.noise_levels) * len(editors), desc="editor samples", disable=not progress)
+    samples: list[list[tuple[str, float, Any]]] = [[] for _ in tasks]
+    for name, model in editors.items():
+        for li, level in enumerate(cfg.noise_levels):
+            for start in range(0, len(tasks), chunk):
+                part = tasks[start:start + chunk]
+                groups = sample_groups(model, sources[start:start + chunk], [t.instruction for t in part],
+                                       cfg.per_noise, num_steps=cfg.num_steps, noise_level=level,
+                                       seed=cfg.seed + 7919 * li + start, batch_size=cfg.batch_size,
+                                       sde_window=cfg.sde_window)
+                for k, images in enumerate(groups):
+                    samples[start + k].extend((name, level, im) for im in images)
+                bar.update(len(part))
     bar.close()
     pairs: list[dict] = []
     window = f"-window{cfg.sde_window}" if cfg.sde_window > 0 else ""
@@ -70,7 +77,7 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
         src_rel = f"images/{gid}_source.png"
         source.save(out / src_rel)
         group_rows = []
-        for c, (level, image) in enumerate(cands):
+        for c, (name, level, image) in enumerate(cands):
             rel = f"images/{gid}_c{c}.png"
             image.save(out / rel)
             oracle = oracle_scores(task, image)
@@ -78,7 +85,7 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
                      for d in DIMENSIONS}
             group_rows.append({"id": f"{gid}_c{c}", "group_id": gid, "split": cfg.split, "source": src_rel,
                                "edited": rel, "instruction": task.instruction, "task": task.to_dict(),
-                               "editor": {"name": f"{editor_name}@noise{level:g}{window if level > 0 else ''}",
+                               "editor": {"name": f"{name}@noise{level:g}{window if level > 0 else ''}",
                                           "noise_level": level, "sde_window": cfg.sde_window if level > 0 else 0},
                                "true_scores": oracle, "human_scores": human})
         rows.extend(group_rows)

@@ -65,3 +65,14 @@ def test_editor_samples_can_sample_as_the_rl_presets_do(tmp_path, editor):
     assert {r["editor"]["sde_window"] for r in rows} == {2}
     _, full = run(0)
     assert any(not np.array_equal(a, b) for a, b in zip(images, full))
+
+
+def test_editor_samples_can_put_several_editors_in_one_group(tmp_path, editor):
+    """Two editors' samples of each task form one group: every pair within it, across the editors too."""
+    cfg = EditorSampleConfig(tasks=2, per_noise=2, noise_levels=(0.7,), num_steps=2)
+    summary = generate_editor_samples(tmp_path, editor, cfg, editor_name="before", progress=False,
+                                      more_editors={"after": editor})
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert summary["candidates"] == 2 * 2 * 2 and summary["train_pairs"] == 2 * 6  # C(4, 2) per group
+    names = [r["editor"]["name"] for r in rows if r["group_id"] == rows[0]["group_id"]]
+    assert names == ["before@noise0.7"] * 2 + ["after@noise0.7"] * 2
