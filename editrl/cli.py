@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl), one per seed")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the interval")
     p.add_argument("--out", default=None, help="write the table as JSON here")
+    p.add_argument("--plot", default=None, help="write a PNG of the held-out curves of every run and their mean")
 
     # ---- curate ----
     p = _command(top, "curate", "curation.commands:curate",

@@ -85,6 +85,10 @@ def margins(args: argparse.Namespace) -> int:
         lo, hi = m["ci"]
         table.add_row(label, f"{m['mean']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in m["gains"]))
     Console().print(table)
+    if args.plot:
+        from policy.rl_report import plot_seed_curves
+
+        print(f"curves: {plot_seed_curves(paths, args.plot, title=f'{len(paths)} runs')}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"runs": [str(p.parent) for p in paths], "margins": results}, indent=1))

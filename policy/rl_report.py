@@ -94,4 +94,40 @@ def margin_over_seeds(metrics_paths: list[str | Path], key: str = "eval/oracle_i
             "confidence": confidence}
 
 
-__all__ = ["plot_curves", "held_out_gain", "margin_over_seeds"]
+def plot_seed_curves(metrics_paths: list[str | Path], out_png: str | Path, title: str = "") -> Path:
+    """Held-out learned reward and oracle scores against step, one thin line per seed and their mean: the figure
+    beside ``margin_over_seeds`` (whether the reward and the oracle move together across seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from editrl.metrics import read_metrics
+    from editrl.report import save_figure
+
+    runs = [read_metrics(p) for p in metrics_paths]
+    panels = (("eval/reward", "learned reward"), ("eval/oracle_instruction_following", "oracle IF"),
+              ("eval/oracle_visual_quality", "oracle VQ"))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (key, label) in zip(axes, panels):
+        series = [_series(rows, key) for rows in runs]
+        for xs, ys in series:
+            if xs:
+                ax.plot(xs, [y - ys[0] for y in ys], color="tab:blue", alpha=0.35, lw=1)
+        common = sorted(set.intersection(*(set(xs) for xs, _ in series))) if all(xs for xs, _ in series) else []
+        if common:
+            mean = [np.mean([ys[xs.index(x)] - ys[0] for xs, ys in series]) for x in common]
+            ax.plot(common, mean, color="tab:blue", lw=2.5, marker="o", label=f"mean of {len(series)}")
+            ax.legend(fontsize=8)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(f"held-out {label}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("change since step 0")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, out_png, dpi=100)
+
+
+__all__ = ["plot_curves", "plot_seed_curves", "held_out_gain", "margin_over_seeds"]

@@ -163,7 +163,9 @@ def test_margin_over_seeds_by_hand(tmp_path, capsys):
 
     from editrl.cli import main
 
-    assert main(["policy", "margins", *[str(p.parent) for p in paths], "--out", str(tmp_path / "m.json")]) == 0
+    assert main(["policy", "margins", *[str(p.parent) for p in paths], "--out", str(tmp_path / "m.json"),
+                 "--plot", str(tmp_path / "seeds.png")]) == 0
+    assert (tmp_path / "seeds.png").stat().st_size > 1000
     table = json.loads((tmp_path / "m.json").read_text())["margins"]
     assert set(table) == {"eval/oracle_instruction_following"}
     assert table["eval/oracle_instruction_following"]["gains"] == pytest.approx([0.5, 0.2, 0.3])
