@@ -521,8 +521,6 @@ def load_checkpoint(path: Path, named_params: list[tuple[str, torch.nn.Parameter
     """Restore weights, optimiser and RNG from ``path``; returns ``(trainer state, extra tensors)``."""
     from safetensors.torch import load_file
 
-    from editrl.io import DataError
-
     state = json.loads((path / STATE_FILE).read_text())
     load_trained_weights(path, named_params)
     opt_tensors = load_file(str(path / "optimizer.safetensors"))
@@ -586,6 +584,7 @@ def load_trained_policy(path: str | Path, **load_kwargs: Any) -> Any:
     load_trained_weights(ckpt, named)
     for _, p in named:
         p.requires_grad_(False)
+    denoiser(editor).eval()
     return editor
 
 
