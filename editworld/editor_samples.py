@@ -34,7 +34,7 @@ def generate_editor_samples(out: str | Path, editor: Any, cfg: EditorSampleConfi
 
     ``more_editors`` (name -> editor) sample the same tasks too and their edits join each task's group, so pairs
     also compare editors — e.g. a policy after RL against the one before it, which shows a reward model what the
-    RL run learned to exploit."""
+    RL run learned to exploit. Every editor samples with the same seeds (the same initial noise for a task)."""
     from tqdm import tqdm
 
     from editrl.io import write_jsonl
