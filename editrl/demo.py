@@ -20,7 +20,8 @@ world 37 s, reward 145 s (141 s of it the brief training), curate 2 s, best-of-n
 Again with the shipped tiny editor (OMP_NUM_THREADS=1, beside one training job): 142 s — world 7 s, reward 88 s,
 curate 1 s, best-of-n 4 s, grpo 41 s.
 With both shipped models (reward and editor; OMP_NUM_THREADS=1 beside a pytest run, 2026-12-02): 58 s — world 6 s,
-reward 13 s, curate 2 s, best-of-n 4 s, grpo 33 s.
+reward 13 s, curate 2 s, best-of-n 4 s, grpo 33 s. On an idle machine (2026-12-02, evening, the stage-3 reward): 29 s —
+world 5 s, reward 7 s, curate 2 s, best-of-n 4 s, grpo 11 s.
 """
 
 from __future__ import annotations
