@@ -28,11 +28,11 @@ def editor_samples(args: argparse.Namespace) -> int:
     from editrl.config import load_config
     from editworld.config import EditorSampleConfig
     from editworld.editor_samples import generate_editor_samples
-    from rollout.registry import load_editor
+    from rollout.registry import load_editor, parse_spec
 
     cfg = load_config(EditorSampleConfig, args.config, list(args.overrides))
     specs = args.editor or ["editworld-tiny"]
-    names = [Path(spec.split(":", 1)[-1]).name or spec for spec in specs]
+    names = [Path(path).name if path else spec for spec, (_, path) in zip(specs, map(parse_spec, specs))]
     if len(set(names)) != len(names):
         raise ValueError(f"--editor names must differ (they label the candidates): {names}")
     editors = {name: load_editor(spec) for name, spec in zip(names, specs)}

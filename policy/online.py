@@ -36,7 +36,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 import torch
 
-from policy.grpo_config import DataSection, EditorSection, EvalSection, GRPOConfig, SamplingSection
+from policy.grpo_config import DataSection, DPOConfig, EvalSection, GRPOConfig, SamplingSection
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -561,8 +561,7 @@ def load_trained_policy(path: str | Path, **load_kwargs: Any) -> Any:
     """The editor an RL run trained: ``path`` is a run folder (its newest checkpoint) or one ``checkpoints/step_N``
     folder; the editor and its adapter come from the run's ``config.yaml``. For sampling and evaluation (eval mode,
     no gradients); ``load_kwargs`` override the run's ``editor.load_kwargs`` (e.g. ``device``)."""
-    import yaml
-
+    from editrl.config import ConfigError, load_config
     from editrl.io import DataError
 
     path = Path(path)
@@ -573,12 +572,15 @@ def load_trained_policy(path: str | Path, **load_kwargs: Any) -> Any:
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise DataError(cfg_path, "missing: the run's config names the editor and its LoRA adapter")
-    raw = (yaml.safe_load(cfg_path.read_text()) or {}).get("editor")
-    try:
-        section = EditorSection(**raw)
-    except TypeError as err:
-        raise DataError(cfg_path, f"the editor section is not an editrl editor section: {err}", field="editor") from err
-    cfg = GRPOConfig(editor=section)  # only the editor section matters for loading
+    errors = []
+    for config_cls in (GRPOConfig, DPOConfig):  # the run saved one of the two; its editor section is what matters
+        try:
+            cfg = load_config(config_cls, cfg_path)
+            break
+        except ConfigError as err:
+            errors.append(f"as {config_cls.__name__}: {err}")
+    else:
+        raise DataError(cfg_path, "not a GRPO or DPO run config (" + "; ".join(errors) + ")")
     cfg.editor.load_kwargs = {**cfg.editor.load_kwargs, **load_kwargs}
     editor, named = load_policy(cfg)
     load_trained_weights(ckpt, named)

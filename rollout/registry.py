@@ -67,7 +67,8 @@ def detect_kind(path: str | Path) -> str:
         raise DataError(folder, "editor checkpoint folder not found")
     if not (folder / "model_index.json").is_file():
         is_run = (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
-        return "rl" if is_run or (folder / "lora.safetensors").is_file() else "tiny"
+        is_rl_checkpoint = (folder / "trainer_state.json").is_file()  # policy.online's checkpoint marker
+        return "rl" if is_run or is_rl_checkpoint else "tiny"
     cls = read_model_index(folder)["_class_name"]
     if cls not in PIPELINE_KINDS:
         raise DataError(folder / "model_index.json", f"unsupported editor pipeline {cls!r}; supported: "
