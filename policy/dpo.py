@@ -62,6 +62,64 @@ def flow_dpo_loss(
     return loss, accuracy
 
 
-POLICY_LOSSES = {"flow_dpo": flow_dpo_loss}
+def group_preference_weights(advantages: torch.Tensor, group_ids: list) -> torch.Tensor:
+    """Per-sample weights of the group DPO loss: ``w_i = 2 A_i / sum_{j in group} |A_j|``.
 
-__all__ = ["flow_dpo_loss", "velocity_mse", "POLICY_LOSSES"]
+    Within a group of zero-mean advantages the positive weights sum to +1 and the negative ones to -1, so a
+    group of two with advantages (+a, -a) gets weights (+1, -1): the pair DPO loss. A group whose advantages are
+    all zero gets weights 0 (it teaches nothing).
+    """
+    adv = advantages.detach().double().cpu()
+    if adv.ndim != 1 or len(group_ids) != adv.shape[0]:
+        raise ValueError(f"{tuple(adv.shape)} advantages for {len(group_ids)} group ids: expected one per sample")
+    weights = torch.zeros_like(adv)
+    members: dict = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    for idx in members.values():
+        total = float(adv[idx].abs().sum())
+        if total > 0:
+            weights[idx] = 2.0 * adv[idx] / total
+    return weights.float()
+
+
+def group_dpo_loss(
+    err: torch.Tensor,
+    err_ref: torch.Tensor,
+    advantages: torch.Tensor,
+    group_ids: list,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DGPO's group preference loss (Luo et al. 2025, "Reinforcing Diffusion Models by Direct Group Preference
+    Optimization"): the DPO sigmoid over a whole group, its samples weighted by their GRPO advantages.
+
+    With ``w = group_preference_weights(advantages, group_ids)`` and the per-sample flow-matching errors of the
+    policy (``err``) and the reference (``err_ref``, no gradient), all noised with the group's shared noise and t::
+
+        inside_g = -beta / 2 * sum_{i in g} w_i * (err_i - err_ref_i)
+        L        = mean over groups with any non-zero weight of softplus(-inside_g)
+
+    It falls when the policy lowers its error (raises its likelihood) on the group's better-than-average edits
+    more than on its worse ones, relative to the reference. For a group of two it is ``flow_dpo_loss``. Returns
+    ``(loss, accuracy)``, accuracy the share of groups with ``inside_g > 0``.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    e, e_ref = _per_sample(err), _per_sample(err_ref).detach()
+    if e.shape != e_ref.shape or e.shape[0] != len(group_ids):
+        raise ValueError(f"err {tuple(e.shape)}, err_ref {tuple(e_ref.shape)} and {len(group_ids)} group ids differ")
+    w = group_preference_weights(advantages, group_ids).to(e.device)
+    keys = list(dict.fromkeys(group_ids))
+    index = torch.tensor([keys.index(g) for g in group_ids], device=e.device)
+    inside = torch.zeros(len(keys), device=e.device).index_add(0, index, -0.5 * beta * w * (e - e_ref))
+    live = torch.zeros(len(keys), device=e.device).index_add(0, index, w.abs()) > 0
+    if not live.any():
+        return e.sum() * 0.0, torch.tensor(0.0)
+    loss = F.softplus(-inside[live]).mean()
+    accuracy = (inside[live].detach() > 0).float().mean()
+    return loss, accuracy
+
+
+POLICY_LOSSES = {"flow_dpo": flow_dpo_loss, "group_dpo": group_dpo_loss}
+
+__all__ = ["flow_dpo_loss", "group_dpo_loss", "group_preference_weights", "velocity_mse", "POLICY_LOSSES"]

@@ -86,6 +86,14 @@ class GRPOTrainSection:
     grad_accum: int = 1  # micro-batches per optimiser step
     max_grad_norm: float = 1.0  # gradient clipping (<= 0: off)
     adv_eps: float = 1e-4  # epsilon in (r - mean) / (std + eps)
+    # How the advantages train the policy. "clipped": Flow-GRPO's clipped ratio surrogate through the SDE steps'
+    # log-probabilities (clip_range, beta, timestep_fraction apply). "group_dpo": DGPO — each group's flow-matching
+    # errors on its final edits, weighted by the advantages, inside one DPO sigmoid against the adapter-disabled
+    # reference (policy.dpo.group_dpo_loss; dpo_beta and timesteps_per_group apply; micro_batch counts samples, whole
+    # groups at a time). It trains on the forward process, not on the SDE steps, as the DPO loop does.
+    policy_loss: Literal["clipped", "group_dpo"] = "clipped"
+    dpo_beta: float = 2000.0  # policy_loss=group_dpo: the DPO beta (as DPOTrainSection.beta)
+    timesteps_per_group: int = 2  # policy_loss=group_dpo: shared (noise, t) draws per group and epoch
 
 
 @dataclass

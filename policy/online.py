@@ -703,10 +703,14 @@ def train_grpo(cfg: GRPOConfig, reward_client: Any = None) -> dict[str, Any]:
                 adv = group_advantages(rewards, keys, eps=cfg.train.adv_eps, global_std=cfg.train.global_std)
 
             # ---- UPDATE: clipped surrogate + beta * KL over shuffled samples and trained timesteps
+            #      (or, with train.policy_loss=group_dpo, the advantage-weighted group DPO loss on the final edits)
             t0 = time.perf_counter()
             denoiser(run.editor).train()
-            stats = grpo_update(run.editor, run.named_params, run.optimizer, rollout, adv, cfg,
-                                step_generator(cfg.seed, step, 1), run.accelerator)
+            update = grpo_update
+            if cfg.train.policy_loss == "group_dpo":
+                from policy.online_dpo import group_dpo_update as update
+            stats = update(run.editor, run.named_params, run.optimizer, rollout, adv, cfg,
+                           step_generator(cfg.seed, step, 1), run.accelerator)
             denoiser(run.editor).eval()
             t_update = time.perf_counter() - t0
 

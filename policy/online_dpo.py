@@ -117,6 +117,66 @@ def dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]], 
             "grad_norm": totals["grad_norm"] / max(n_opt, 1), "optimizer_steps": float(n_opt)}
 
 
+def group_dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]],
+                     optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor, cfg: Any,
+                     generator: torch.Generator, accelerator: Any = None) -> dict[str, float]:
+    """GRPO's UPDATE with ``train.policy_loss=group_dpo`` (DGPO): every group's final edits, noised with one shared
+    (noise, t), their flow-matching errors weighted by the advantages inside one DPO sigmoid against the reference
+    (``policy.dpo.group_dpo_loss``). Micro-batches hold whole groups; groups with zero advantages are skipped."""
+    from policy.dpo import group_dpo_loss, group_preference_weights, velocity_mse
+
+    tr = cfg.train
+    params = [p for _, p in named_params]
+    keys = rollout.group_keys
+    weights = group_preference_weights(advantages, keys)
+    groups: dict[Hashable, list[int]] = {}
+    for i, k in enumerate(keys):
+        if weights[i] != 0:
+            groups.setdefault(k, []).append(i)
+    group_rows = list(groups.values())
+    x0_all = rollout.latents[:, -1].float()
+    device = x0_all.device
+    per_batch = max(1, tr.micro_batch // max(1, cfg.sampling.group_size))
+    totals = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0}
+    n_terms = n_opt = 0
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(tr.inner_epochs if group_rows else 0):
+        order = torch.randperm(len(group_rows), generator=generator).tolist()
+        for start in range(0, len(order), per_batch):
+            chosen = [group_rows[i] for i in order[start:start + per_batch]]
+            rows = torch.tensor([r for g in chosen for r in g])
+            sizes = [len(g) for g in chosen]
+            cond = rollout.row_cond(rows)
+            x0 = x0_all[rows.to(device)]
+            ids = [keys[int(r)] for r in rows]
+            for _ in range(tr.timesteps_per_group):
+                # one noise per group, repeated over its edits; one t per micro-batch (editors may take a scalar sigma)
+                noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=generator).expand(n, *x0.shape[1:])
+                                   for n in sizes]).to(device)
+                t = float(torch.rand((), generator=generator)) * 0.98 + 0.01
+                x_t = (1 - t) * x0 + t * noise
+                target = noise - x0
+                with torch.no_grad(), editor.reference():
+                    err_ref = velocity_mse(editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance), target)
+                err = velocity_mse(editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance), target)
+                loss, acc = group_dpo_loss(err, err_ref, advantages[rows], ids, tr.dpo_beta)
+                scaled = loss / (tr.timesteps_per_group * tr.grad_accum)
+                if accelerator is not None:
+                    accelerator.backward(scaled)
+                else:
+                    scaled.backward()
+                totals["loss"] += float(loss.detach())
+                totals["accuracy"] += float(acc)
+                n_terms += 1
+            b = start // per_batch
+            if (b + 1) % tr.grad_accum == 0 or start + per_batch >= len(order):
+                totals["grad_norm"] += optimizer_step(params, optimizer, tr.max_grad_norm, accelerator)
+                n_opt += 1
+    return {"loss": totals["loss"] / max(n_terms, 1), "accuracy": totals["accuracy"] / max(n_terms, 1),
+            "grad_norm": totals["grad_norm"] / max(n_opt, 1), "optimizer_steps": float(n_opt),
+            "trained_groups": float(len(group_rows))}
+
+
 def train_dpo(cfg: DPOConfig, reward_client: Any = None) -> dict[str, Any]:
     """Run (or resume) online DPO; returns the last metrics row and where things were written."""
     from editrl.config import config_to_dict
@@ -192,4 +252,4 @@ def train_dpo(cfg: DPOConfig, reward_client: Any = None) -> dict[str, Any]:
             "start_step": run.start_step, "editor": run.editor}
 
 
-__all__ = ["best_worst_pairs", "LoraSnapshot", "dpo_update", "train_dpo"]
+__all__ = ["best_worst_pairs", "LoraSnapshot", "dpo_update", "group_dpo_update", "train_dpo"]

@@ -159,6 +159,24 @@ def test_dpo_step_with_an_online_reference(assets, tmp_path):
     assert any("lora_B" in n and lora[n].abs().sum() > 0 for n in lora)
 
 
+def test_grpo_with_the_group_dpo_loss(assets, tmp_path):
+    """train.policy_loss=group_dpo: the GRPO loop's advantages train through policy.dpo.group_dpo_loss."""
+    from editrl.cli import main
+    from safetensors.torch import load_file
+
+    _, kontext, reward = assets
+    path = _write_config(tmp_path / "dgpo.yaml", kontext, reward, tmp_path / "dgpo", steps=2,
+                         policy_loss="group_dpo", dpo_beta=500.0, timesteps_per_group=2)
+    assert main(["policy", "grpo", "--config", str(path)]) == 0
+    rows = _rows(tmp_path / "dgpo")
+    # step 1: LoRA B = 0, the policy is its reference: every group's loss is exactly log 2
+    assert rows[1]["train/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert rows[1]["train/trained_groups"] == 2 and rows[1]["train/optimizer_steps"] == 1.0  # 2 groups, accum 2
+    assert math.isfinite(rows[2]["train/loss"]) and rows[2]["train/loss"] != pytest.approx(math.log(2), abs=1e-6)
+    lora = load_file(str(tmp_path / "dgpo" / "checkpoints" / "step_000002" / "lora.safetensors"))
+    assert any("lora_B" in n and lora[n].abs().sum() > 0 for n in lora)
+
+
 def test_best_worst_pairs_and_snapshot_swap():
     from policy.online_dpo import LoraSnapshot, best_worst_pairs
 
