@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the interval")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG of the held-out curves of every run and their mean")
+    p.add_argument("--tasks", type=int, default=0,
+                   help="> 0: re-evaluate each run's final policy and its starting editor (adapter off) on this many "
+                        "held-out tasks, paired (same tasks, same noise), instead of reading the runs' own evaluations")
+    p.add_argument("--eval-seed", type=int, default=0, help="--tasks: seed of the initial noise")
+    p.add_argument("--eval-steps", type=int, default=None, help="--tasks: ODE steps (default: each run's eval.num_steps)")
+    p.add_argument("--threads", type=int, default=0, help="--tasks: torch CPU threads (0 = default)")
 
     # ---- curate ----
     p = _command(top, "curate", "curation.commands:curate",

@@ -67,3 +67,35 @@ def save_grid(tasks: list, edits: list, path: str | Path, size: int = 32, scale:
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     return path
+
+
+def reevaluate_runs(runs: list[str | Path], num_tasks: int, seed: int = 0, num_steps: int | None = None,
+                    batch_size: int = 64) -> dict[str, dict[str, Any]]:
+    """Each RL run's final policy and the editor it started from (its adapter disabled), on the same ``num_tasks``
+    held-out tasks with the same initial noise: ``{run: {"before": {dim: mean}, "after": {dim: mean}}}``.
+
+    A larger held-out set than a run's own evaluations, paired per task, so a gain measured over seeds reflects
+    training randomness rather than which few tasks were evaluated. ``num_steps``: ODE steps (None: the run's
+    ``eval.num_steps``). The starting editor's edits are computed once per distinct editor spec.
+    """
+    from editworld.tasks import HELD_OUT_SEED, sample_tasks
+    from policy.online import latest_checkpoint, load_run_config, load_trained_policy
+
+    out: dict[str, dict[str, Any]] = {}
+    before_cache: dict[tuple, dict[str, float]] = {}
+    for run in runs:
+        run = Path(run)
+        editor = load_trained_policy(run)
+        cfg = load_run_config(run)
+        steps = num_steps or cfg.eval.num_steps
+        size = cfg.data.image_size
+        tasks = sample_tasks(num_tasks, HELD_OUT_SEED, size=size)
+        key = (cfg.editor.spec, cfg.editor.lora_rank, cfg.editor.lora_alpha, steps, size)
+        if key not in before_cache:
+            with editor.reference():
+                before_cache[key] = mean_oracle(tasks, edit_tasks(editor, tasks, steps, batch_size, seed, size))
+        after = mean_oracle(tasks, edit_tasks(editor, tasks, steps, batch_size, seed, size))
+        ckpt = latest_checkpoint(run)
+        out[str(run)] = {"before": before_cache[key], "after": after, "checkpoint": str(ckpt), "tasks": num_tasks,
+                         "ode_steps": steps, "seed": seed}
+    return out

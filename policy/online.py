@@ -557,30 +557,34 @@ def load_trained_weights(path: Path, named_params: list[tuple[str, torch.nn.Para
             p.copy_(weights[n].to(p.device, p.dtype))
 
 
+def load_run_config(run_dir: str | Path) -> GRPOConfig | DPOConfig:
+    """The config an RL run saved (``run_dir/config.yaml``), as the GRPO or DPO config it is."""
+    from editrl.config import ConfigError, load_config
+    from editrl.io import DataError
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(cfg_path, "missing: the run's config names the editor and its LoRA adapter")
+    errors = []
+    for config_cls in (GRPOConfig, DPOConfig):
+        try:
+            return load_config(config_cls, cfg_path)
+        except ConfigError as err:
+            errors.append(f"as {config_cls.__name__}: {err}")
+    raise DataError(cfg_path, "not a GRPO or DPO run config (" + "; ".join(errors) + ")")
+
+
 def load_trained_policy(path: str | Path, **load_kwargs: Any) -> Any:
     """The editor an RL run trained: ``path`` is a run folder (its newest checkpoint) or one ``checkpoints/step_N``
     folder; the editor and its adapter come from the run's ``config.yaml``. For sampling and evaluation (eval mode,
     no gradients); ``load_kwargs`` override the run's ``editor.load_kwargs`` (e.g. ``device``)."""
-    from editrl.config import ConfigError, load_config
     from editrl.io import DataError
 
     path = Path(path)
     ckpt = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
     if ckpt is None:
         raise DataError(path, "not an RL run (no checkpoints/step_* with a trainer state) nor one of its checkpoints")
-    run_dir = ckpt.parent.parent
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(cfg_path, "missing: the run's config names the editor and its LoRA adapter")
-    errors = []
-    for config_cls in (GRPOConfig, DPOConfig):  # the run saved one of the two; its editor section is what matters
-        try:
-            cfg = load_config(config_cls, cfg_path)
-            break
-        except ConfigError as err:
-            errors.append(f"as {config_cls.__name__}: {err}")
-    else:
-        raise DataError(cfg_path, "not a GRPO or DPO run config (" + "; ".join(errors) + ")")
+    cfg = load_run_config(ckpt.parent.parent)
     cfg.editor.load_kwargs = {**cfg.editor.load_kwargs, **load_kwargs}
     editor, named = load_policy(cfg)
     load_trained_weights(ckpt, named)

@@ -51,6 +51,7 @@ def dpo(args: argparse.Namespace) -> int:
     return 0
 
 
+DIMENSION_LABELS = {"instruction_following": "oracle IF", "visual_quality": "oracle VQ"}
 MARGIN_KEYS = {"eval/oracle_instruction_following": "oracle IF", "eval/oracle_visual_quality": "oracle VQ",
                "eval/reward": "learned reward"}  # metrics.jsonl key: label
 
@@ -72,6 +73,8 @@ def margins(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise DataError(path, "missing: not an RL run folder (editrl policy grpo/dpo writes metrics.jsonl)")
         paths.append(path)
+    if getattr(args, "tasks", 0) > 0:
+        return _reevaluated_margins(args)
     results = {}
     table = Table(title=f"held-out gain over {len(paths)} runs (last eval - step 0), {args.confidence:.0%} t-interval")
     for col in ("metric", "mean", "interval", "per run"):
@@ -92,4 +95,40 @@ def margins(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"runs": [str(p.parent) for p in paths], "margins": results}, indent=1))
+    return 0
+
+
+def _reevaluated_margins(args: argparse.Namespace) -> int:
+    """``margins --tasks N``: gains of the runs' final policies over their starting editor on N held-out tasks."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from editworld import DIMENSIONS
+    from policy.evaluate import reevaluate_runs
+    from policy.rl_report import t_interval
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    per_run = reevaluate_runs(args.runs, args.tasks, args.eval_seed, args.eval_steps)
+    table = Table(title=f"gain of the final policy over its starting editor on {args.tasks} held-out tasks, "
+                        f"{len(per_run)} runs, {args.confidence:.0%} t-interval")
+    for col in ("metric", "before", "mean gain", "interval", "per run"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    results = {}
+    for d in DIMENSIONS:
+        gains = [r["after"][d] - r["before"][d] for r in per_run.values()]
+        m = {"key": f"oracle_{d}", **t_interval(gains, args.confidence)}
+        results[m["key"]] = m
+        lo, hi = m["ci"]
+        before = sorted({round(r["before"][d], 4) for r in per_run.values()})
+        table.add_row(DIMENSION_LABELS.get(d, d), ", ".join(f"{b:.3f}" for b in before), f"{m['mean']:+.3f}",
+                      f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in gains))
+    Console().print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"runs": per_run, "margins": results}, indent=1))
     return 0

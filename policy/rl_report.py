@@ -81,17 +81,21 @@ def held_out_gain(metrics_path: str | Path, key: str = "eval/oracle_instruction_
 def margin_over_seeds(metrics_paths: list[str | Path], key: str = "eval/oracle_instruction_following",
                       confidence: float = 0.95) -> dict[str, Any]:
     """Mean gain (last eval - step 0) over seeds with a Student-t confidence interval: THE RL measurement."""
+    gains = [b - a for a, b in (held_out_gain(p, key) for p in metrics_paths)]
+    return {"key": key, **t_interval(gains, confidence)}
+
+
+def t_interval(gains: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean of per-seed gains with its Student-t interval (NaN bounds for a single seed)."""
     import numpy as np
     from scipy import stats
 
-    gains = np.array([b - a for a, b in (held_out_gain(p, key) for p in metrics_paths)])
-    n = len(gains)
-    mean = float(gains.mean())
+    g = np.asarray(gains, dtype=np.float64)
+    n, mean = len(g), float(g.mean())
     if n < 2:
-        return {"key": key, "n": n, "gains": gains.tolist(), "mean": mean, "ci": [math.nan, math.nan]}
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * gains.std(ddof=1) / math.sqrt(n))
-    return {"key": key, "n": n, "gains": gains.tolist(), "mean": mean, "ci": [mean - half, mean + half],
-            "confidence": confidence}
+        return {"n": n, "gains": g.tolist(), "mean": mean, "ci": [math.nan, math.nan]}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * g.std(ddof=1) / math.sqrt(n))
+    return {"n": n, "gains": g.tolist(), "mean": mean, "ci": [mean - half, mean + half], "confidence": confidence}
 
 
 def plot_seed_curves(metrics_paths: list[str | Path], out_png: str | Path, title: str = "") -> Path:
@@ -130,4 +134,4 @@ def plot_seed_curves(metrics_paths: list[str | Path], out_png: str | Path, title
     return save_figure(fig, out_png, dpi=100)
 
 
-__all__ = ["plot_curves", "plot_seed_curves", "held_out_gain", "margin_over_seeds"]
+__all__ = ["plot_curves", "plot_seed_curves", "held_out_gain", "margin_over_seeds", "t_interval"]

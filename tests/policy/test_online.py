@@ -134,6 +134,23 @@ def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     with pytest.raises(DataError, match="not an RL run"):
         load_editor(f"rl:{tmp_path}")
 
+    # margins --tasks: the final policy and its starting editor (adapter off) re-evaluated on the same tasks
+    from editrl.cli import main
+    from editworld.tasks import HELD_OUT_SEED, sample_tasks
+    from policy.evaluate import edit_tasks, mean_oracle
+
+    out = tmp_path / "re.json"
+    assert main(["policy", "margins", str(tmp_path / "run"), "--tasks", "3", "--eval-steps", "2",
+                 "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    run_rec = rec["runs"][str(tmp_path / "run")]
+    tasks = sample_tasks(3, HELD_OUT_SEED, size=32)
+    base = load_editor(f"flux-kontext:{kontext}", dtype="float32", max_sequence_length=16)
+    assert run_rec["before"] == pytest.approx(mean_oracle(tasks, edit_tasks(base, tasks, 2, 64, 0, 32)), abs=1e-6)
+    gain = rec["margins"]["oracle_instruction_following"]
+    assert gain["gains"] == pytest.approx([run_rec["after"]["instruction_following"]
+                                          - run_rec["before"]["instruction_following"]])
+
 
 def test_dpo_step_with_an_online_reference(assets, tmp_path):
     from editrl.cli import main
