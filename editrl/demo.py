@@ -21,7 +21,8 @@ Again with the shipped tiny editor (OMP_NUM_THREADS=1, beside one training job):
 curate 1 s, best-of-n 4 s, grpo 41 s.
 With both shipped models (reward and editor; OMP_NUM_THREADS=1 beside a pytest run, 2026-12-02): 58 s — world 6 s,
 reward 13 s, curate 2 s, best-of-n 4 s, grpo 33 s. On an idle machine (2026-12-02, evening, the stage-3 reward): 29 s —
-world 5 s, reward 7 s, curate 2 s, best-of-n 4 s, grpo 11 s.
+world 5 s, reward 7 s, curate 2 s, best-of-n 4 s, grpo 11 s. Idle, with the stage-4 reward and GRPO's DGPO loss
+(2026-12-02, night): 32 s — world 7 s, reward 8 s, curate 2 s, best-of-n 3 s, grpo 13 s.
 """
 
 from __future__ import annotations
