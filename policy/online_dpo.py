@@ -70,11 +70,26 @@ class LoraSnapshot:
                     p.copy_(live[n])
 
 
+def noised_errors(editor: Any, x0: torch.Tensor, noise: torch.Tensor, t: float, cond: Any, guidance: float | None,
+                  reference: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample flow-matching errors ``(policy, reference)`` of ``x0`` noised to ``x_t = (1 - t) x0 + t noise``
+    against the target ``noise - x0``; ``reference()`` is a context manager running the reference (no gradient).
+    The reference runs first: an online reference swaps weights in place, which must not follow the graph."""
+    from policy.dpo import velocity_mse
+
+    x_t = (1 - t) * x0 + t * noise
+    target = noise - x0
+    with torch.no_grad(), reference():
+        err_ref = velocity_mse(editor.velocity(x_t, t, cond, guidance=guidance), target)
+    err = velocity_mse(editor.velocity(x_t, t, cond, guidance=guidance), target)
+    return err, err_ref
+
+
 def dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]], optimizer: torch.optim.Optimizer,
                rollout: Rollout, pairs: list[tuple[int, int]], cfg: DPOConfig, generator: torch.Generator,
                reference: Any, accelerator: Any = None) -> dict[str, float]:
     """UPDATE: flow-matching DPO over the pairs; ``reference()`` is a context manager running the reference."""
-    from policy.dpo import flow_dpo_loss, velocity_mse
+    from policy.dpo import flow_dpo_loss
 
     tr = cfg.train
     params = [p for _, p in named_params]
@@ -96,12 +111,7 @@ def dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]], 
                 noise = torch.randn(x0[:P].shape, generator=generator).to(device)
                 noise = torch.cat([noise, noise])
                 t = float(torch.rand((), generator=generator)) * 0.98 + 0.01
-                x_t = (1 - t) * x0 + t * noise
-                target = noise - x0
-                # reference first: an online reference swaps weights in place, which must not follow the graph
-                with torch.no_grad(), reference():
-                    err_ref = velocity_mse(editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance), target)
-                err = velocity_mse(editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance), target)
+                err, err_ref = noised_errors(editor, x0, noise, t, cond, cfg.sampling.guidance, reference)
                 loss, acc = flow_dpo_loss(err[:P], err_ref[:P], err[P:], err_ref[P:], tr.beta)
                 scaled = loss / tr.timesteps_per_pair
                 if accelerator is not None:
@@ -123,7 +133,7 @@ def group_dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Paramet
     """GRPO's UPDATE with ``train.policy_loss=group_dpo`` (DGPO): every group's final edits, noised with one shared
     (noise, t), their flow-matching errors weighted by the advantages inside one DPO sigmoid against the reference
     (``policy.dpo.group_dpo_loss``). Micro-batches hold whole groups; groups with zero advantages are skipped."""
-    from policy.dpo import group_dpo_loss, group_preference_weights, velocity_mse
+    from policy.dpo import group_dpo_loss, group_preference_weights
 
     tr = cfg.train
     params = [p for _, p in named_params]
@@ -154,11 +164,7 @@ def group_dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Paramet
                 noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=generator).expand(n, *x0.shape[1:])
                                    for n in sizes]).to(device)
                 t = float(torch.rand((), generator=generator)) * 0.98 + 0.01
-                x_t = (1 - t) * x0 + t * noise
-                target = noise - x0
-                with torch.no_grad(), editor.reference():
-                    err_ref = velocity_mse(editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance), target)
-                err = velocity_mse(editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance), target)
+                err, err_ref = noised_errors(editor, x0, noise, t, cond, cfg.sampling.guidance, editor.reference)
                 loss, acc = group_dpo_loss(err, err_ref, advantages[rows], ids, tr.dpo_beta)
                 scaled = loss / (tr.timesteps_per_group * tr.grad_accum)
                 if accelerator is not None:
@@ -252,4 +258,4 @@ def train_dpo(cfg: DPOConfig, reward_client: Any = None) -> dict[str, Any]:
             "start_step": run.start_step, "editor": run.editor}
 
 
-__all__ = ["best_worst_pairs", "LoraSnapshot", "dpo_update", "group_dpo_update", "train_dpo"]
+__all__ = ["best_worst_pairs", "LoraSnapshot", "noised_errors", "dpo_update", "group_dpo_update", "train_dpo"]

@@ -73,7 +73,7 @@ def margins(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise DataError(path, "missing: not an RL run folder (editrl policy grpo/dpo writes metrics.jsonl)")
         paths.append(path)
-    if getattr(args, "tasks", 0) > 0:
+    if args.tasks > 0:
         return _reevaluated_margins(args)
     results = {}
     table = Table(title=f"held-out gain over {len(paths)} runs (last eval - step 0), {args.confidence:.0%} t-interval")
