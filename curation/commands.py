@@ -6,7 +6,6 @@ Heavy imports (torch, the reward model) happen inside the functions.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -51,39 +50,6 @@ def build_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def run_curation(cfg: Any, client: Any = None) -> dict[str, Any]:
-    """Score (resuming) and select; returns the summary. ``client`` overrides ``cfg.reward`` (tests, table 3)."""
-    from curation.report import write_outputs
-    from curation.scoring import manifest_path, score_dataset
-    from editrl.config import save_config
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_input(cfg, out)
-    save_config(cfg, out / "config.yaml")
-    if client is None:
-        from reward.client import make_reward_client
-
-        client = make_reward_client(cfg.reward, device=cfg.device)
-    timing = score_dataset(cfg, client)
-    summary = write_outputs(out, manifest_path(cfg.input, cfg.input_format), cfg.selection, cfg.grid_k)
-    summary["last_call"] = timing
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-    return summary
-
-
-def _check_same_input(cfg: Any, out: Path) -> None:
-    """A resumed run must read the same dataset (its scores are keyed by manifest line)."""
-    saved = out / "config.yaml"
-    if not saved.is_file():
-        return
-    import yaml
-
-    previous = (yaml.safe_load(saved.read_text()) or {}).get("input")
-    if previous and Path(previous).resolve() != Path(cfg.input).resolve():
-        raise ConfigError(f"{out} holds scores of {previous}, not {cfg.input}: use another --out")
-
-
 def print_summary(summary: dict[str, Any], out: str | Path) -> None:
     """A rich table of counts and score statistics."""
     from rich.console import Console
@@ -120,6 +86,8 @@ def curate(args: argparse.Namespace) -> int:
         result = run_table3(cfg)
         print_table(result)
         return 0
+    from curation.run import run_curation
+
     cfg = build_config(args)
     summary = run_curation(cfg)
     print_summary(summary, cfg.out)

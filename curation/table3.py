@@ -125,12 +125,13 @@ def _rebase(row: dict[str, Any], src_dir: Path, dst_dir: Path) -> dict[str, Any]
 
 def flaw_share(manifest: str | Path) -> dict[str, float]:
     """Share of flawed targets and mean true scores of a manifest (what curation should improve)."""
+    from editrl.dimensions import DIMENSIONS
     from editrl.io import read_jsonl
 
     rows = read_jsonl(manifest)
     return {"rows": len(rows), "flawed_share": float(np.mean([r["flawed"] for r in rows])) if rows else math.nan,
             **{f"true_{d}": float(np.mean([r["true_scores"][d] for r in rows])) if rows else math.nan
-               for d in ("instruction_following", "visual_quality")}}
+               for d in DIMENSIONS}}
 
 
 # ---- 3. SFT through the policy package's public command ---------------------------------------------
@@ -217,7 +218,7 @@ def summarise(scores: dict[str, dict[str, list[float]]], n_boot: int, seed: int)
 def run_table3(cfg: Table3Config, client: Any = None,
                sft: Callable[[Path, Path, Table3Config], Path] = run_sft) -> dict[str, Any]:
     """Run the experiment end to end; writes table3.json and table3.png in ``cfg.out`` and returns the result."""
-    from curation.commands import run_curation
+    from curation.run import run_curation
     from curation.config import CurateConfig, SelectionConfig
     from editrl.config import save_config
 

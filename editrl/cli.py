@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p = _command(world, "check", "editworld.commands:check", "print a dataset's statistics and the oracle's agreement with the truth")
     p.add_argument("dataset", help="dataset folder written by `editrl world generate`")
-    p = _command(world, "editor-samples", "editworld.commands:editor_samples",
+    p = _command(world, "editor-samples", "rollout.commands:editor_samples",
                  "preference pairs from an editor's own samples, labelled by the oracle through a simulated annotator")
     p.add_argument("--editor", action="append", default=None,
                    help="editor spec, local folder or RL run (rl:DIR); repeat it to put several editors' samples of "
@@ -62,17 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- reward ----
     reward = top.add_parser("reward", help="train, score and evaluate the EditReward model").add_subparsers(dest="reward_command", required=True)
-    p = _command(reward, "score", "reward.commands:score", "score edited images of one source and instruction (per-dimension mu, sigma, aggregate)")
+    p = _command(reward, "score", "reward.serve.commands:score", "score edited images of one source and instruction (per-dimension mu, sigma, aggregate)")
     p.add_argument("--checkpoint", required=True, help="reward checkpoint folder (e.g. reward/weights/editworld-tiny)")
     p.add_argument("--source", required=True, help="source image")
     p.add_argument("--instruction", required=True, help="edit instruction")
     p.add_argument("--edited", required=True, nargs="+", help="edited image(s), scored as one group with a shared prefix")
     p.add_argument("--device", default=None, help="torch device (default: where the checkpoint loads, CPU)")
     p.add_argument("--batch-size", type=int, default=32)
-    p = _command(reward, "train", "reward.train_commands:train", "train a reward model on preference pairs (config + overrides)")
+    p = _command(reward, "train", "reward.train.commands:train", "train a reward model on preference pairs (config + overrides)")
     _config_args(p, default="configs/reward/editworld-tiny.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p = _command(reward, "eval", "reward.train_commands:evaluate",
+    p = _command(reward, "eval", "reward.eval.commands:evaluate",
                  "Table 2: checkpoints and baselines on editworld / GenAI / AURORA / ImagenHub / EditReward-Bench")
     p.add_argument("--checkpoint", action="append", default=None, help="reward checkpoint folder (repeatable)")
     p.add_argument("--data", default=None, help="editworld dataset folder whose bench split is scored")
@@ -85,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-items", type=int, default=None, help="score only about this many items per benchmark")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (same as --baselines none)")
-    p = _command(reward, "ablate", "reward.ablate:run",
+    p = _command(reward, "ablate", "reward.eval.commands:ablate",
                  "Tables 4 and 7: train reward variants on one budget, compare them on the editworld bench (resumable)")
     _config_args(p, default="configs/reward/ablate-editworld.yaml")
     p.add_argument("--out", default=None, help="output folder: one per variant, ablate.json, ablate.png; rerun to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # reward serving (reward/service_commands.py)
-    p = _command(reward, "serve", "reward.service_commands:serve", "serve a reward checkpoint from a pool of Ray actors (dynamic batching)")
+    # reward serving (reward/serve/commands.py)
+    p = _command(reward, "serve", "reward.serve.commands:serve", "serve a reward checkpoint from a pool of Ray actors (dynamic batching)")
     p.add_argument("--checkpoint", required=True, help="reward checkpoint folder loaded by every replica")
     p.add_argument("--replicas", type=int, default=1, help="number of scorer actors")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica (fractional shares a GPU, e.g. 0.5)")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-edits", type=int, default=1024, help="queue bound; callers block beyond it")
     p.add_argument("--metrics-dir", default=None, help="write reward_service_metrics.jsonl here")
     p.add_argument("--metrics-interval", type=float, default=10.0, help="seconds between metrics rows / status lines")
-    p = _command(reward, "bench", "reward.service_commands:bench", "official-style vs one-pass vs shared-prefix reward inference, edits/s side by side")
+    p = _command(reward, "bench", "reward.serve.commands:bench", "official-style vs one-pass vs shared-prefix reward inference, edits/s side by side")
     p.add_argument("--checkpoint", default=None, help="reward checkpoint (default: the tiny model with random weights)")
     p.add_argument("--items", type=int, default=64, help="edits scored by every style (multiple of 16)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

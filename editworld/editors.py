@@ -14,12 +14,12 @@ halo (a seam around the edited region). A candidate may carry one failure of eac
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 from editworld.instructions import DIRECTIONS, POSITIONS, EditOp, apply_edit
+from editworld.oracle import artefact_badness, oracle_scores, palette_distance
+from editworld.regions import box_blur, dilate, edit_region
 from editworld.scene import BACKGROUNDS, COLOURS, Scene, Shape, render
 from editworld.tasks import Task
 
@@ -127,28 +127,7 @@ def true_instruction_following(task: Task, clean: np.ndarray, failure: str, seve
     lo, hi = _IF_RUBRIC[failure]
     if lo == hi:
         return lo
-    from editworld.oracle import oracle_scores
-
     return int(np.clip(np.round(oracle_scores(task, clean)["instruction_following"]), lo, hi))
-
-
-@lru_cache(maxsize=1024)
-def edit_region(task: Task, size: int) -> np.ndarray:
-    """Pixels the correct edit changes (bool mask)."""
-    return (task.source_array(size) != task.target_array(size)).any(-1)
-
-
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-
-
-def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
-    """Grow a mask by ``k`` pixels (4-neighbourhood); nothing grows in from outside the image."""
-    return ndimage.binary_dilation(mask, _CROSS, iterations=k) if k > 0 else mask.copy()
-
-
-def _box_blur(img: np.ndarray, k: int) -> np.ndarray:
-    """Mean over a (2k+1)^2 window per channel, edges padded by repetition."""
-    return ndimage.uniform_filter(img.astype(np.float32), size=(2 * k + 1, 2 * k + 1, 1), mode="nearest")
 
 
 def apply_artefact(img: np.ndarray, failure: str, severity: int, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -162,7 +141,7 @@ def apply_artefact(img: np.ndarray, failure: str, severity: int, region: np.ndar
     elif failure == "blur":
         blurred = x
         for _ in range((1, 1, 4)[severity - 1]):
-            blurred = _box_blur(blurred, 1)
+            blurred = box_blur(blurred, 1)
         x = 0.5 * x + 0.5 * blurred if severity == 1 else blurred
     elif failure == "blockiness":
         b = (2, 4, 6)[severity - 1] * max(1, h // 32)
@@ -175,7 +154,7 @@ def apply_artefact(img: np.ndarray, failure: str, severity: int, region: np.ndar
         x = x + tint
     elif failure == "halo":
         base = region if region.any() else np.pad(np.ones((h - 8, h - 8), bool), 4)
-        ring = _dilate(base, (1, 1, 2)[severity - 1]) & ~base
+        ring = dilate(base, (1, 1, 2)[severity - 1]) & ~base
         seam = np.array((200.0, 255.0, 110.0)) if x[ring].mean() < 128 else np.array((90.0, 40.0, 0.0))
         mix = (0.8, 1.0, 1.0)[severity - 1]
         x[ring] = (1 - mix) * x[ring] + mix * seam
@@ -198,8 +177,6 @@ def true_visual_quality(clean: np.ndarray, degraded: np.ndarray) -> int:
     """The rubric score of an artefact, from how visible it actually is on this image (the same blur
     is worse on a busy scene than on an empty one): the off-palette energy along the clean image's true
     edges and flat areas, plus the exact colour cast; 4 = invisible, 3 = minor, 2 = clear, 1 = severe."""
-    from editworld.oracle import artefact_badness, palette_distance
-
     diff = degraded.astype(np.float32) - clean.astype(np.float32)
     cast = np.median(diff.reshape(-1, 3), axis=0)
     dist = palette_distance(degraded.astype(np.float32) - cast)

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from editworld.editors import _box_blur, _dilate, edit_region
+from editworld.regions import box_blur, dilate, edit_region
 from editworld.scene import PALETTE
 from editworld.tasks import Task
 
@@ -45,7 +45,7 @@ def oracle_details(task: Task, image: Image.Image | np.ndarray) -> dict[str, flo
     img = _as_array(image, size)
 
     # colour cast: the median offset over pixels where source and target agree (the untouched part)
-    keep = ~_dilate(edit_region(task, size), 1)
+    keep = ~dilate(edit_region(task, size), 1)
     ref = keep if keep.sum() >= 8 else ~edit_region(task, size)
     cast = np.median((img - tgt)[ref], axis=0) if ref.any() else np.zeros(3, np.float32)
     img_c = img - cast
@@ -54,11 +54,11 @@ def oracle_details(task: Task, image: Image.Image | np.ndarray) -> dict[str, flo
     # region got from the source to the target (1 = exactly, 0 = unchanged), at the pixel scale and at a
     # coarse scale (blocks and blur hide pixel detail but not an edit), keeping the better of the two
     region = edit_region(task, size)
-    coarse = _box_blur(img_c, 2)
+    coarse = box_blur(img_c, 2)
     progress = max(_progress(_median3(img_c), *_references(task, size, "median"), region),
                    _progress(coarse, *_references(task, size, "blur"), region))
     # spill: share of the untouched area that visibly changed
-    outside = ~_dilate(region, 3)
+    outside = ~dilate(region, 3)
     d_out = np.linalg.norm(coarse - _references(task, size, "blur")[0], axis=-1)
     spill = float((d_out[outside] > 50).mean()) if outside.any() else 0.0
     if_quality = progress - _SPILL_WEIGHT * spill
@@ -102,7 +102,7 @@ def _median3(img: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=2048)
 def _references(task: Task, size: int, smoothing: str) -> tuple[np.ndarray, np.ndarray]:
     """Source and target smoothed like the image they are compared with (cached: a group shares them)."""
-    smooth = _median3 if smoothing == "median" else (lambda a: _box_blur(a, 2))
+    smooth = _median3 if smoothing == "median" else (lambda a: box_blur(a, 2))
     refs = smooth(task.source_array(size).astype(np.float32)), smooth(task.target_array(size).astype(np.float32))
     for r in refs:
         r.setflags(write=False)
@@ -134,7 +134,7 @@ def artefact_badness(dist: np.ndarray, src: np.ndarray, tgt: np.ndarray, cast: n
     """Artefact energy: per-pixel error ``dist`` on flat areas, or (down-weighted) along the shape edges
     of source and target where blur, blocks and seams live, plus the colour cast."""
     dist = np.minimum(dist, 90)
-    near_edge = _dilate(_edges(src) | _edges(tgt), 1)
+    near_edge = dilate(_edges(src) | _edges(tgt), 1)
     flat = float(dist[~near_edge].mean()) if (~near_edge).any() else 0.0
     edge = float(dist[near_edge].mean()) if near_edge.any() else 0.0
     return max(flat, _EDGE_WEIGHT * edge) + 0.3 * float(np.linalg.norm(cast))

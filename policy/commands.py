@@ -26,7 +26,8 @@ def evaluate(args: argparse.Namespace) -> int:
     """Mean oracle scores of an editor on held-out editworld tasks, beside no-op and ground truth; a PNG grid."""
     import torch
 
-    from policy.evaluate import evaluate_editor, save_grid
+    from policy.evaluate import save_grid
+    from rollout.held_out import evaluate_editor
     from rollout.registry import load_editor
 
     if args.threads:

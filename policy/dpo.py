@@ -1,125 +1,57 @@
-"""Diffusion-DPO for flow-matching editors (DESIGN.md "Online RL").
-
-Winner w and loser l of one (source, instruction) are noised with the *same* noise and timestep; the
-target velocity is ``noise - x0``. With per-sample squared errors of the policy (``err``) and of the frozen
-reference (``err_ref``), the loss is::
-
-    inside = -beta / 2 * ((err_w - err_w_ref) - (err_l - err_l_ref))
-    L      = mean( -log sigmoid(inside) ) = mean( softplus(-inside) )
-
-It falls when the policy lowers its error on the winner more than on the loser, relative to the
-reference. The implicit accuracy is the share of pairs with ``inside > 0``: the policy already prefers the
-winner more than the reference does.
+"""Online DPO for editors (``editrl policy dpo``): rewards become (best, worst) pairs of each reward-ranked group,
+trained with Diffusion-DPO's flow-matching loss against a fixed (adapter disabled) or online (a LoRA snapshot
+refreshed every N steps) reference. The loop itself is ``policy.loop.train``; config: ``policy.config.DPOConfig``.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
-import torch.nn.functional as F
+
+from policy.config import DPOConfig
+from policy.loop import Run, train
+from policy.rollouts import Rollout
+from policy.updates import LoraSnapshot, best_worst_pairs
 
 
-def velocity_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample flow-matching error (B,): mean over non-batch dims of (pred - target)^2, in float32.
+class DPO:
+    """TARGETS = best-vs-worst pairs (gap > ``min_reward_gap``); UPDATE = ``flow_dpo``; state = the online reference."""
 
-    ``pred`` is the model's velocity, ``target`` the flow-matching target ``noise - x0``; feed the result
-    (policy and reference, winner and loser) to ``flow_dpo_loss``.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    if pred.ndim == 0 or pred.shape[0] == 0:
-        raise ValueError(f"expected a non-empty batch (B, ...), got shape {tuple(pred.shape)}")
-    return ((pred.float() - target.float()) ** 2).reshape(pred.shape[0], -1).mean(1)
+    prefix = "dpo"
+    update = "flow_dpo"
 
+    def __init__(self, cfg: DPOConfig, run: Run) -> None:
+        self.cfg = cfg.train
+        self.snapshot = LoraSnapshot(run.named_params) if cfg.train.reference == "online" else None
 
-def _per_sample(err: torch.Tensor) -> torch.Tensor:
-    err = err.float()
-    return err.flatten(1).mean(1) if err.ndim > 1 else err
+    def targets(self, rollout: Rollout, rewards: torch.Tensor, keys: list[str]
+                ) -> tuple[list[tuple[int, int]] | None, dict]:
+        pairs = best_worst_pairs(rewards, keys, self.cfg.min_reward_gap, self.cfg.pairs_per_group)
+        gap = [float(rewards[w] - rewards[l]) for w, l in pairs]
+        return pairs or None, {"dpo/pairs": len(pairs), "dpo/reward_gap": sum(gap) / len(gap) if gap else 0.0}
 
+    def reference(self) -> Callable | None:
+        return self.snapshot.swapped_in if self.snapshot is not None else None
 
-def flow_dpo_loss(
-    err_w: torch.Tensor,
-    err_w_ref: torch.Tensor,
-    err_l: torch.Tensor,
-    err_l_ref: torch.Tensor,
-    beta: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The flow-matching DPO loss of a batch of pairs and its implicit accuracy; returns ``(loss, accuracy)``.
+    def after_update(self, step: int) -> None:
+        if self.snapshot is not None and step % max(self.cfg.refresh_every, 1) == 0:
+            self.snapshot.refresh()
 
-    Each ``err`` is the squared error of the predicted velocity, either per sample (B,) or unreduced
-    (B, ...) — then it is averaged over the non-batch dimensions. Reference errors carry no gradient.
-    """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
-    ew, el = _per_sample(err_w), _per_sample(err_l)
-    ew_ref, el_ref = _per_sample(err_w_ref).detach(), _per_sample(err_l_ref).detach()
-    if not (ew.shape == el.shape == ew_ref.shape == el_ref.shape):
-        raise ValueError(f"error shapes differ: {[tuple(t.shape) for t in (ew, ew_ref, el, el_ref)]}")
-    if ew.numel() == 0:
-        raise ValueError("empty batch")
-    inside = -0.5 * beta * ((ew - ew_ref) - (el - el_ref))
-    loss = F.softplus(-inside).mean()
-    accuracy = (inside.detach() > 0).float().mean()
-    return loss, accuracy
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        if self.snapshot is None:
+            return {}, {}
+        return {}, {f"ref.{n}": t for n, t in self.snapshot.tensors.items()}
+
+    def load_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        if self.snapshot is not None and tensors:
+            device = next(iter(self.snapshot.tensors.values())).device
+            self.snapshot.tensors = {n: tensors[f"ref.{n}"].to(device) for n in self.snapshot.tensors}
 
 
-def group_preference_weights(advantages: torch.Tensor, group_ids: list) -> torch.Tensor:
-    """Per-sample weights of the group DPO loss: ``w_i = 2 A_i / sum_{j in group} |A_j|``.
-
-    Within a group of zero-mean advantages the positive weights sum to +1 and the negative ones to -1, so a
-    group of two with advantages (+a, -a) gets weights (+1, -1): the pair DPO loss. A group whose advantages are
-    all zero gets weights 0 (it teaches nothing).
-    """
-    adv = advantages.detach().double().cpu()
-    if adv.ndim != 1 or len(group_ids) != adv.shape[0]:
-        raise ValueError(f"{tuple(adv.shape)} advantages for {len(group_ids)} group ids: expected one per sample")
-    weights = torch.zeros_like(adv)
-    members: dict = {}
-    for i, g in enumerate(group_ids):
-        members.setdefault(g, []).append(i)
-    for idx in members.values():
-        total = float(adv[idx].abs().sum())
-        if total > 0:
-            weights[idx] = 2.0 * adv[idx] / total
-    return weights.float()
+def train_dpo(cfg: DPOConfig, reward_client: Any = None) -> dict[str, Any]:
+    """Run (or resume) online DPO; returns the last metrics row and where things were written."""
+    return train(cfg, DPO, reward_client)
 
 
-def group_dpo_loss(
-    err: torch.Tensor,
-    err_ref: torch.Tensor,
-    advantages: torch.Tensor,
-    group_ids: list,
-    beta: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DGPO's group preference loss (Luo et al. 2025, "Reinforcing Diffusion Models by Direct Group Preference
-    Optimization"): the DPO sigmoid over a whole group, its samples weighted by their GRPO advantages.
-
-    With ``w = group_preference_weights(advantages, group_ids)`` and the per-sample flow-matching errors of the
-    policy (``err``) and the reference (``err_ref``, no gradient), all noised with the group's shared noise and t::
-
-        inside_g = -beta / 2 * sum_{i in g} w_i * (err_i - err_ref_i)
-        L        = mean over groups with any non-zero weight of softplus(-inside_g)
-
-    It falls when the policy lowers its error (raises its likelihood) on the group's better-than-average edits
-    more than on its worse ones, relative to the reference. For a group of two it is ``flow_dpo_loss``. Returns
-    ``(loss, accuracy)``, accuracy the share of groups with ``inside_g > 0``.
-    """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
-    e, e_ref = _per_sample(err), _per_sample(err_ref).detach()
-    if e.shape != e_ref.shape or e.shape[0] != len(group_ids):
-        raise ValueError(f"err {tuple(e.shape)}, err_ref {tuple(e_ref.shape)} and {len(group_ids)} group ids differ")
-    w = group_preference_weights(advantages, group_ids).to(e.device)
-    keys = list(dict.fromkeys(group_ids))
-    index = torch.tensor([keys.index(g) for g in group_ids], device=e.device)
-    inside = torch.zeros(len(keys), device=e.device).index_add(0, index, -0.5 * beta * w * (e - e_ref))
-    live = torch.zeros(len(keys), device=e.device).index_add(0, index, w.abs()) > 0
-    if not live.any():
-        return e.sum() * 0.0, torch.tensor(0.0)
-    loss = F.softplus(-inside[live]).mean()
-    accuracy = (inside[live].detach() > 0).float().mean()
-    return loss, accuracy
-
-
-POLICY_LOSSES = {"flow_dpo": flow_dpo_loss, "group_dpo": group_dpo_loss}
-
-__all__ = ["flow_dpo_loss", "group_dpo_loss", "group_preference_weights", "velocity_mse", "POLICY_LOSSES"]
+__all__ = ["DPO", "train_dpo"]

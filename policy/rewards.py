@@ -199,7 +199,7 @@ def build_reward_fn(spec: Any, client: Any = None) -> RewardFn:
     if spec.function not in REWARD_FUNCTIONS:
         raise KeyError(f"reward.function: unknown {spec.function!r}; choose from {list(REWARD_FUNCTIONS)}")
     if client is None and needs_client(spec):
-        from reward.client import make_reward_client
+        from reward.serve.client import make_reward_client
 
         client = make_reward_client(spec.client, device=spec.device)
     return REWARD_FUNCTIONS[spec.function](spec, client)

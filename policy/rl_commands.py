@@ -26,8 +26,8 @@ def _summary(title: str, result: dict[str, Any]) -> None:
 def grpo(args: argparse.Namespace) -> int:
     """Online GRPO of an editor against the reward model (config: configs/policy/*-grpo.yaml)."""
     from editrl.config import load_config
-    from policy.grpo_config import GRPOConfig
-    from policy.online import train_grpo
+    from policy.config import GRPOConfig
+    from policy.grpo import train_grpo
     from policy.rl_report import plot_curves
 
     cfg = load_config(GRPOConfig, args.config, args.overrides)
@@ -40,8 +40,8 @@ def grpo(args: argparse.Namespace) -> int:
 def dpo(args: argparse.Namespace) -> int:
     """Online / offline-reference DPO of an editor on reward-ranked pairs (config: configs/policy/*-dpo.yaml)."""
     from editrl.config import load_config
-    from policy.grpo_config import DPOConfig
-    from policy.online_dpo import train_dpo
+    from policy.config import DPOConfig
+    from policy.dpo import train_dpo
     from policy.rl_report import plot_curves
 
     cfg = load_config(DPOConfig, args.config, args.overrides)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from editrl.checkpoint import (CheckpointStore, load_tensors, optimizer_from_tensors, optimizer_tensors, read_state,
+                               step_name)
 from policy.sft_config import SFTConfig
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 # ============================================================================================ data
@@ -161,71 +160,29 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 # ============================================================================================ checkpoints
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in state["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, t in tensors.items():
-        idx, k = name.split(".", 1)
-        state.setdefault(int(idx), {})[k] = t
-    for name, v in meta["scalars"].items():
-        idx, k = name.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(out: Path, step: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    ema: dict[str, torch.Tensor] | None, keep: int) -> Path:
+def save_checkpoint(store: CheckpointStore, step: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: dict[str, torch.Tensor] | None) -> Path:
     """``out/checkpoints/step_XXXXXX``: weights, optimiser, EMA (safetensors) and state.json, written atomically."""
-    from safetensors.torch import save_file
-
-    root = out / CHECKPOINT_DIR
-    final, tmp = root / f"step_{step:06d}", root / f".tmp_step_{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp / "model.safetensors")
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
+    opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
+    tensors = {"model.safetensors": module.state_dict(), "optimizer.safetensors": opt_tensors}
     if ema is not None:
-        save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in sorted(root.glob("step_*"))[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint folder, if any."""
-    done = sorted(p for p in (out / CHECKPOINT_DIR).glob("step_*") if (p / "state.json").is_file())
-    return done[-1] if done else None
+        tensors["ema.safetensors"] = ema
+    return store.save(step, {"optimizer": opt_meta}, tensors)
 
 
 def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer
                     ) -> tuple[int, dict[str, torch.Tensor] | None]:
     """Restore weights and optimiser in place; returns ``(step, ema or None)``."""
-    from safetensors.torch import load_file
-
     from editrl.io import DataError
 
+    state = read_state(path)
     try:
-        state = json.loads((path / "state.json").read_text())
-        module.load_state_dict(load_file(path / "model.safetensors"))
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"]))
-    except (OSError, KeyError, RuntimeError, json.JSONDecodeError) as err:
+        module.load_state_dict(load_tensors(path / "model.safetensors"))
+        optimizer.load_state_dict(optimizer_from_tensors(load_tensors(path / "optimizer.safetensors"),
+                                                         state["optimizer"]))
+    except (KeyError, RuntimeError) as err:
         raise DataError(path, f"cannot resume from this checkpoint: {err}") from err
-    ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
+    ema = load_tensors(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
     return int(state["step"]), ema
 
 
@@ -257,9 +214,10 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     batches = make_batches(cfg)
 
     step, ema = 0, None
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        step, ema = load_checkpoint(ckpt, module, optimizer)
+    store = CheckpointStore(out, keep=cfg.keep_checkpoints)
+    loaded = store.load_latest(lambda p: load_checkpoint(p, module, optimizer))
+    if loaded is not None:
+        ckpt, (step, ema) = loaded
         print(f"resumed from {ckpt} (step {step})")
     if tr.ema_decay > 0 and ema is None:
         ema = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
@@ -304,10 +262,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
                           "grad_norm": float(grad_norm), "elapsed_s": time.time() - t_start}, step=step)
                 losses = []
             if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, step, module, optimizer, ema, cfg.keep_checkpoints)
+                save_checkpoint(store, step, module, optimizer, ema)
         bar.close()
-        if latest_checkpoint(out) is None or not (latest_checkpoint(out).name == f"step_{step:06d}"):
-            save_checkpoint(out, step, module, optimizer, ema, cfg.keep_checkpoints)
+        newest = store.latest()
+        if newest is None or newest.name != step_name(step):
+            save_checkpoint(store, step, module, optimizer, ema)
 
         final_editor = _with_ema(editor, module, ema)
         module.eval()
@@ -319,7 +278,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         summary: dict[str, Any] = {"steps": step, "last_loss": last_loss, "seconds": round(time.time() - t_start, 1),
                                    "final": str(final_dir)}
         if cfg.eval.num_tasks > 0:
-            from policy.evaluate import evaluate_editor, save_grid
+            from policy.evaluate import save_grid
+            from rollout.held_out import evaluate_editor
 
             rows, tasks, edits = evaluate_editor(final_editor, cfg.eval.num_tasks, cfg.eval.num_steps,
                                                  cfg.eval.batch_size, seed=cfg.seed, size=cfg.data.image_size)

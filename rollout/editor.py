@@ -25,6 +25,8 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 
+from rollout.sampling import Trajectory, run_sampler
+
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
@@ -37,17 +39,6 @@ class Conditioning(Protocol):
     def index(self, rows: torch.Tensor | Sequence[int]) -> "Conditioning": ...
 
     def repeat_interleave(self, n: int) -> "Conditioning": ...
-
-
-@dataclass
-class Trajectory:
-    """A sampled denoising path (what GRPO needs to recompute log-probabilities and the KL term)."""
-
-    latents: torch.Tensor  # (B, T+1, L, C): x_0 = noise ... x_T = final latents
-    sigmas: torch.Tensor  # (T+1,) from 1 to 0
-    log_probs: torch.Tensor  # (B, T) fp32; 0 where a step was deterministic (ODE)
-    means: torch.Tensor  # (B, T, L, C) fp32 mean of each step's Gaussian
-    stds: torch.Tensor  # (T,) fp32 std of each step's Gaussian (std_t * sqrt(-dt)); 0 for ODE steps
 
 
 @dataclass
@@ -107,8 +98,6 @@ class Editor(abc.ABC):
         or only those listed in ``sde_steps`` (the rest are ODE steps with log-probability 0). ``initial``: the
         starting noise (B, L, C) instead of a fresh draw (e.g. one draw shared by a GRPO group).
         """
-        from rollout.sampling import run_sampler
-
         g = self.default_guidance if guidance is None else guidance
         x0 = self.initial_latents(cond, generator) if initial is None else initial.to(self.device)
         sigmas = self.sigmas(num_steps, cond)

@@ -4,10 +4,11 @@ A spec is one of
 
 - ``editworld-tiny`` (the shipped tiny editor) or a folder holding a tiny editor;
 - ``flux-kontext:/path``, ``qwen-image-edit:/path``, ``step1x-edit:/path`` (local diffusers checkpoint folders);
-- ``rl:/run`` — the editor an ``editrl policy grpo|dpo`` run trained: the run folder (its newest checkpoint) or one
-  ``checkpoints/step_N`` folder; the base editor and LoRA adapter are read from the run's ``config.yaml``;
+- ``rl:/run`` — the editor an ``editrl policy grpo|dpo`` run trained: the run folder (its newest complete
+  checkpoint) or one ``checkpoints/step_N`` folder; the base editor and LoRA adapter are read from the checkpoint's
+  ``adapter.json`` (``rollout.adapters``);
 - a bare path: the kind is read from the folder's ``model_index.json`` ``_class_name``; an RL run folder (with
-  ``checkpoints/``) is ``rl``; any other folder is taken to be a tiny editor.
+  ``checkpoints/``) or an adapter checkpoint is ``rl``; any other folder is taken to be a tiny editor.
 
 Hub ids are never accepted: every path must be a local folder.
 """
@@ -66,9 +67,10 @@ def detect_kind(path: str | Path) -> str:
     if not folder.exists():
         raise DataError(folder, "editor checkpoint folder not found")
     if not (folder / "model_index.json").is_file():
+        from rollout.adapters import ADAPTER_FILE
+
         is_run = (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
-        is_rl_checkpoint = (folder / "trainer_state.json").is_file()  # policy.online's checkpoint marker
-        return "rl" if is_run or is_rl_checkpoint else "tiny"
+        return "rl" if is_run or (folder / ADAPTER_FILE).is_file() else "tiny"
     cls = read_model_index(folder)["_class_name"]
     if cls not in PIPELINE_KINDS:
         raise DataError(folder / "model_index.json", f"unsupported editor pipeline {cls!r}; supported: "
@@ -106,10 +108,23 @@ def _load_step1x_edit(path: str, **kw: Any) -> Any:
     return Step1XEditEditor.from_pretrained(path, **kw)
 
 
-def _load_rl_run(path: str, **kw: Any) -> Any:
-    from policy.online import load_trained_policy  # the policy layer reads its own run folders
+def _load_rl_run(path: str, **load_kwargs: Any) -> Any:
+    """The editor an RL run trained (base editor + its adapter), for sampling and evaluation (eval mode, frozen).
 
-    return load_trained_policy(path, **kw)
+    ``path``: a run folder (its newest complete checkpoint) or one checkpoint folder; ``load_kwargs`` override the
+    recorded ``load_kwargs`` of the base editor (e.g. ``device``)."""
+    from rollout.adapters import AdapterManifest, adapter_checkpoint, attach_adapter, denoiser, load_adapter_weights
+
+    ckpt = adapter_checkpoint(path)
+    manifest = AdapterManifest.read(ckpt)
+    editor = load_editor(manifest.editor, **{**manifest.load_kwargs, **load_kwargs})
+    named = attach_adapter(editor, manifest.lora_rank, manifest.lora_alpha, manifest.lora_targets,
+                           manifest.train_lora_only, manifest.seed)
+    load_adapter_weights(ckpt, named)
+    for _, p in named:
+        p.requires_grad_(False)
+    denoiser(editor).eval()
+    return editor
 
 
 LOADERS: dict[str, Callable[..., Any]] = {

@@ -7,12 +7,23 @@ log-probabilities run the same arithmetic.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from rollout.editor import Trajectory
 from rollout.sde import sde_step_with_logprob
+
+@dataclass
+class Trajectory:
+    """A sampled denoising path (what GRPO needs to recompute log-probabilities and the KL term)."""
+
+    latents: torch.Tensor  # (B, T+1, L, C): x_0 = noise ... x_T = final latents
+    sigmas: torch.Tensor  # (T+1,) from 1 to 0
+    log_probs: torch.Tensor  # (B, T) fp32; 0 where a step was deterministic (ODE)
+    means: torch.Tensor  # (B, T, L, C) fp32 mean of each step's Gaussian
+    stds: torch.Tensor  # (T,) fp32 std of each step's Gaussian (std_t * sqrt(-dt)); 0 for ODE steps
+
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

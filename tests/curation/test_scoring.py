@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.commands import run_curation
+from curation.run import run_curation
 from curation.config import CurateConfig, SelectionConfig
 from curation.scoring import REJECTS, SCORES, repair_jsonl, score_dataset
+from editrl.dimensions import DIMENSIONS as DIMS
 from editrl.io import DataError, read_jsonl
 
-DIMS = ("instruction_following", "visual_quality")
 
 
 class BrightnessScorer:
@@ -31,7 +31,7 @@ class BrightnessScorer:
         self.edits = 0
 
     def score_groups(self, groups):
-        from reward.scorer import ScoredEdit
+        from reward.serve.scorer import ScoredEdit
 
         if self.crash_after_calls is not None and self.calls >= self.crash_after_calls:
             raise KeyboardInterrupt("simulated crash")
@@ -198,7 +198,7 @@ class PickyScorer(BrightnessScorer):
     """Fails edits darker than 30 (as a real scorer fails an item it cannot process), scores the rest."""
 
     def score_groups(self, groups):
-        from reward.scorer import ScoredEdit
+        from reward.serve.scorer import ScoredEdit
 
         out = super().score_groups(groups)
         for (_s, _i, edited), scored in zip(groups, out):

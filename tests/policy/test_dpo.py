@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from policy.dpo import POLICY_LOSSES, flow_dpo_loss
+from policy.losses import POLICY_LOSSES, flow_dpo_loss
 
 
 def test_flow_dpo_by_hand():
@@ -51,7 +51,7 @@ def test_bad_input():
 def test_velocity_mse_by_hand_feeds_the_loss():
     """pred (2, 2): rows (1, 3) and (0, 0); target rows (0, 1) and (0, 2):
     row 0: ((1-0)^2 + (3-1)^2)/2 = 2.5;  row 1: (0 + 4)/2 = 2.0."""
-    from policy.dpo import velocity_mse
+    from policy.losses import velocity_mse
 
     pred, target = torch.tensor([[1.0, 3.0], [0.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 2.0]])
     assert velocity_mse(pred, target).tolist() == pytest.approx([2.5, 2.0])
@@ -67,7 +67,7 @@ def test_group_dpo_by_hand():
     -0.5 -> softplus(0.5) = 0.9740770. loss = mean of a and c = 0.5877452; accuracy 1/2.
     d loss / d err_0 = 1/2 (two groups) * sigmoid(-1.5) * beta/2 * w_0 = 0.25 * 0.1824255 = 0.0456064; the
     zero-weight sample of group a gets 0."""
-    from policy.dpo import group_dpo_loss, group_preference_weights
+    from policy.losses import group_dpo_loss, group_preference_weights
 
     ids = ["a", "a", "a", "a", "b", "b", "c", "c"]
     adv = torch.tensor([2.0, 0.0, -1.0, -1.0, 0.0, 0.0, 1.0, -1.0])
@@ -83,7 +83,7 @@ def test_group_dpo_by_hand():
 
 def test_group_dpo_of_pairs_is_the_pair_dpo_loss():
     """Groups of two with advantages (+a, -a) weigh winner +1 and loser -1, whatever a: flow_dpo_loss exactly."""
-    from policy.dpo import group_dpo_loss
+    from policy.losses import group_dpo_loss
 
     torch.manual_seed(0)
     ew, el, rw, rl = torch.rand(4, 5).unbind(0)
@@ -97,7 +97,7 @@ def test_group_dpo_of_pairs_is_the_pair_dpo_loss():
 
 
 def test_group_dpo_without_signal_and_bad_input():
-    from policy.dpo import group_dpo_loss
+    from policy.losses import group_dpo_loss
 
     err = torch.ones(3, requires_grad=True)
     loss, acc = group_dpo_loss(err, torch.ones(3), torch.zeros(3), [0, 0, 0], 1.0)

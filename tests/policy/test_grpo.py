@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from policy.grpo import (ADVANTAGES, POLICY_LOSSES, clipped_policy_loss, group_advantages, kl_penalty,
-                         policy_loss_stats)
+from policy.advantages import ADVANTAGES, group_advantages
+from policy.losses import POLICY_LOSSES, clipped_policy_loss, kl_penalty, policy_loss_stats
 
 
 def test_group_advantages_by_hand():
@@ -27,7 +27,7 @@ def test_group_advantages_global_std_by_hand():
     adv = group_advantages([1.0, 2.0, 3.0, 10.0, 10.0], [0, 0, 0, 1, 1], global_std=True)
     assert isinstance(adv, np.ndarray)
     assert adv.tolist() == pytest.approx([-0.2518900, 0.0, 0.2518900, 0.0, 0.0], abs=1e-6)
-    assert ADVANTAGES["global_std"]([1.0, 2.0, 3.0, 10.0, 10.0], [0, 0, 0, 1, 1]) == pytest.approx(adv)
+    assert ADVANTAGES["global_std"]()(torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0]), [0, 0, 0, 1, 1]).numpy() == pytest.approx(adv)
 
 
 def test_group_advantages_interleaved_groups_and_singletons():
@@ -112,7 +112,7 @@ def test_kl_penalty_by_hand():
 def test_policy_stats_is_the_stats_helper():
     """logp - old = (0, 0.2, -0.4): ratios (1, 1.2214, 0.6703); with clip 0.1 two of three are outside
     -> clip fraction 2/3; approx KL = 0.5 * (0 + 0.04 + 0.16) / 3 = 0.033333."""
-    from policy.grpo import policy_stats
+    from policy.losses import policy_loss_stats as policy_stats
 
     st = policy_stats(torch.tensor([0.0, 0.2, -0.4]), torch.zeros(3), clip_range=0.1)
     assert st.clip_fraction == pytest.approx(2 / 3)

@@ -23,8 +23,8 @@ from tiny_pipelines import write_tiny_kontext  # noqa: E402
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from reward.config import RewardModelConfig, TinyBackboneConfig
-    from reward.model import build_reward_model, save_checkpoint
+    from reward.model.config import RewardModelConfig, TinyBackboneConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
 
     root = tmp_path_factory.mktemp("online")
     kontext = write_tiny_kontext(root / "kontext")
@@ -38,7 +38,9 @@ def assets(tmp_path_factory):
     return root, kontext, reward
 
 
-def _write_config(path: Path, kontext: Path, reward: Path, out: Path, steps: int, **train) -> Path:
+def _write_config(path: Path, kontext: Path, reward: Path, out: Path, steps: int, clipped: dict | None = None,
+                  **train) -> Path:
+    """A tiny GRPO config; Flow-GRPO's clipped loss unless ``train`` names another ``policy_loss``."""
     import yaml
 
     cfg = {
@@ -48,8 +50,8 @@ def _write_config(path: Path, kontext: Path, reward: Path, out: Path, steps: int
         "reward": {"client": str(reward), "function": "editreward"},
         "data": {"num_tasks": 6, "prompts_per_step": 2, "image_size": 32},
         "sampling": {"group_size": 3, "num_steps": 3, "noise_level": 0.8, "prompts_per_chunk": 1},
-        "train": {"learning_rate": 1e-2, "clip_range": 0.2, "beta": 0.01, "micro_batch": 3, "grad_accum": 2,
-                  "timestep_fraction": 0.67, **train},
+        "train": {"learning_rate": 1e-2, "micro_batch": 3, "grad_accum": 2, "policy_loss": "clipped",
+                  "clipped": {"clip_range": 0.2, "beta": 0.01, "timestep_fraction": 0.67, **(clipped or {})}, **train},
         "eval": {"every": 2, "num_tasks": 3, "num_steps": 2, "batch_size": 3},
     }
     path.write_text(yaml.safe_dump(cfg))
@@ -105,11 +107,11 @@ def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     from safetensors.torch import load_file
 
     from editrl.config import load_config
-    from policy.grpo_config import GRPOConfig
-    from policy.online import train_grpo
+    from policy.config import GRPOConfig
+    from policy.grpo import train_grpo
 
     _, kontext, reward = assets
-    path = _write_config(tmp_path / "c.yaml", kontext, reward, tmp_path / "run", steps=1, beta=0.0)
+    path = _write_config(tmp_path / "c.yaml", kontext, reward, tmp_path / "run", steps=1, clipped={"beta": 0.0})
     result = train_grpo(load_config(GRPOConfig, path, ["eval.num_tasks=0", "reward.log_oracle=false"]))
     base = load_file(str(next((kontext / "transformer").glob("*.safetensors"))))
     named = dict(result["editor"].transformer.named_parameters())
@@ -137,7 +139,7 @@ def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     # margins --tasks: the final policy and its starting editor (adapter off) re-evaluated on the same tasks
     from editrl.cli import main
     from editworld.tasks import HELD_OUT_SEED, sample_tasks
-    from policy.evaluate import edit_tasks, mean_oracle
+    from rollout.held_out import edit_tasks, mean_scores, oracle_scores_of
 
     out = tmp_path / "re.json"
     assert main(["policy", "margins", str(tmp_path / "run"), "--tasks", "3", "--eval-steps", "2",
@@ -146,7 +148,7 @@ def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     run_rec = rec["runs"][str(tmp_path / "run")]
     tasks = sample_tasks(3, HELD_OUT_SEED, size=32)
     base = load_editor(f"flux-kontext:{kontext}", dtype="float32", max_sequence_length=16)
-    assert run_rec["before"] == pytest.approx(mean_oracle(tasks, edit_tasks(base, tasks, 2, 64, 0, 32)), abs=1e-6)
+    assert run_rec["before"] == pytest.approx(mean_scores(oracle_scores_of(tasks, edit_tasks(base, tasks, 2, 64, 0, 32))), abs=1e-6)
     gain = rec["margins"]["oracle_instruction_following"]
     assert gain["gains"] == pytest.approx([run_rec["after"]["instruction_following"]
                                           - run_rec["before"]["instruction_following"]])
@@ -177,13 +179,16 @@ def test_dpo_step_with_an_online_reference(assets, tmp_path):
 
 
 def test_grpo_with_the_group_dpo_loss(assets, tmp_path):
-    """train.policy_loss=group_dpo: the GRPO loop's advantages train through policy.dpo.group_dpo_loss."""
+    """train.policy_loss=group_dpo: the GRPO loop's advantages train through policy.losses.group_dpo_loss."""
     from editrl.cli import main
     from safetensors.torch import load_file
 
     _, kontext, reward = assets
     path = _write_config(tmp_path / "dgpo.yaml", kontext, reward, tmp_path / "dgpo", steps=2,
-                         policy_loss="group_dpo", dpo_beta=500.0, timesteps_per_group=2)
+                         policy_loss="group_dpo", group_dpo={"beta": 500.0, "timesteps_per_group": 2})
+    cfg = __import__("yaml").safe_load(path.read_text())
+    del cfg["train"]["clipped"]  # a setting the chosen loss ignores is an error (tested in test_config_validation)
+    path.write_text(__import__("yaml").safe_dump(cfg))
     assert main(["policy", "grpo", "--config", str(path)]) == 0
     rows = _rows(tmp_path / "dgpo")
     # step 1: LoRA B = 0, the policy is its reference: every group's loss is exactly log 2
@@ -195,7 +200,7 @@ def test_grpo_with_the_group_dpo_loss(assets, tmp_path):
 
 
 def test_best_worst_pairs_and_snapshot_swap():
-    from policy.online_dpo import LoraSnapshot, best_worst_pairs
+    from policy.updates import LoraSnapshot, best_worst_pairs
 
     rewards = torch.tensor([0.1, 0.9, 0.5, 2.0, 2.0, 1.0, 1.0])
     keys = ["a", "a", "a", "b", "b", "c", "c"]
@@ -217,7 +222,8 @@ def test_best_worst_pairs_and_snapshot_swap():
 
 
 def test_stat_tracker_fill_and_zero_advantage_by_hand():
-    from policy.online import PromptStatTracker, fill_failed_rewards, zero_advantage_fraction
+    from policy.advantages import PromptStatTracker, zero_advantage_fraction
+    from policy.rollouts import fill_failed_rewards
 
     tracker = PromptStatTracker(history=3)
     adv = tracker.advantages(np.array([1.0, 3.0, 5.0]), ["a", "a", "b"], eps=0.0)
@@ -236,8 +242,8 @@ def test_stat_tracker_fill_and_zero_advantage_by_hand():
 
 
 def test_sde_window_draws_consecutive_steps_from_the_first_half():
-    from policy.grpo_config import SamplingSection
-    from policy.online import sde_window_steps
+    from policy.config import SamplingSection
+    from policy.rollouts import sde_window_steps
 
     g = torch.Generator().manual_seed(0)
     assert sde_window_steps(SamplingSection(num_steps=8, sde_window=0), g) is None  # every step is SDE
@@ -256,8 +262,9 @@ def test_sde_window_samples_log_probs_only_on_its_steps_and_grpo_trains_there(as
     from PIL import Image
 
     from editrl.config import load_config
-    from policy.grpo_config import GRPOConfig, SamplingSection
-    from policy.online import Prompt, sample_groups, train_grpo
+    from policy.config import GRPOConfig, SamplingSection
+    from policy.grpo import train_grpo
+    from policy.rollouts import Prompt, sample_groups
     from rollout.registry import load_editor
 
     _, kontext, reward = assets
@@ -271,7 +278,7 @@ def test_sde_window_samples_log_probs_only_on_its_steps_and_grpo_trains_there(as
     others = [t for t in range(4) if t not in window]
     assert (rollout.log_probs[:, others] == 0).all() and (rollout.log_probs[:, window] != 0).all()
 
-    path = _write_config(tmp_path / "c.yaml", kontext, reward, tmp_path / "run", steps=1, timestep_fraction=1.0)
+    path = _write_config(tmp_path / "c.yaml", kontext, reward, tmp_path / "run", steps=1, clipped={"timestep_fraction": 1.0})
     cfg = load_config(GRPOConfig, path, ["eval.num_tasks=0", "reward.log_oracle=false", "sampling.sde_window=1"])
     last = train_grpo(cfg)["last"]
     assert math.isfinite(last["train/loss"]) and last["train/approx_kl"] >= 0
@@ -283,8 +290,8 @@ def test_shared_initial_noise_makes_a_group_differ_only_from_its_sde_window_on(a
     ODE path, at and after it they differ; two prompts' draws differ."""
     from PIL import Image
 
-    from policy.grpo_config import SamplingSection
-    from policy.online import Prompt, sample_groups
+    from policy.config import SamplingSection
+    from policy.rollouts import Prompt, sample_groups
     from rollout.registry import load_editor
 
     _, kontext, _ = assets

@@ -12,7 +12,7 @@ from PIL import Image
 
 from policy.rewards import (REWARD_FUNCTIONS, EditRewardFn, MixedRewardFn, OracleRewardFn, build_reward_fn,
                             needs_client)
-from reward.scorer import ScoredEdit
+from reward.serve.scorer import ScoredEdit
 
 DIMS = ("instruction_following", "visual_quality")
 

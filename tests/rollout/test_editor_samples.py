@@ -7,10 +7,10 @@ import json
 import pytest
 
 from editworld.config import EditorSampleConfig
-from editworld.editor_samples import generate_editor_samples
+from rollout.editor_samples import generate_editor_samples
 from editworld.oracle import oracle_scores
 from editworld.tasks import HELD_OUT_SEED, Task
-from reward.data import load_pairs
+from reward.train.data import load_pairs
 
 
 @pytest.fixture(scope="module")

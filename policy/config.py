@@ -1,8 +1,11 @@
 """Configuration of online RL for editors: GRPO (``GRPOConfig``) and online / offline DPO (``DPOConfig``).
 
-Both share the editor, reward, data, sampling, evaluation and logging sections; they differ in their
-``train`` section. Defaults follow DESIGN.md "Online RL" (Flow-GRPO for FLUX-sized editors); the editworld
-preset (``configs/policy/editworld-grpo.yaml``) shrinks groups, steps and beta for the tiny editor.
+Both extend ``RLConfig`` (editor, reward, data, sampling, evaluation, checkpoints, logging) and differ only in
+their ``train`` section, which extends ``TrainSection`` (optimiser, micro-batching, clipping). GRPO's update is
+chosen by ``train.policy_loss`` (default ``group_dpo``, DGPO, what the shipped presets run); each loss keeps its
+own settings in its own sub-section (``train.group_dpo``, ``train.clipped``), and setting the sub-section of a
+loss that is not selected is an error (``validate_rl_config``). Defaults are sized for FLUX-class editors on GPUs
+(group 16, 10 SDE steps, LoRA r 32); ``configs/policy/editworld-*.yaml`` shrink them for the tiny editor.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ class EditorSection:
 
     spec: str = "editworld-tiny"  # rollout.registry spec: "editworld-tiny", "flux-kontext:/dir", "qwen-image-edit:/dir", or a folder
     load_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the adapter's from_pretrained (dtype, device, max_sequence_length, ...)
-    lora_rank: int = 32  # LoRA rank r (DESIGN.md: 32)
-    lora_alpha: int = 64  # LoRA alpha (DESIGN.md: 64)
+    lora_rank: int = 32  # LoRA rank r 
+    lora_alpha: int = 64  # LoRA alpha 
     lora_targets: list[str] | None = None  # module names the adapter wraps (None: the editor's default targets)
     train_lora_only: bool = True  # train only the LoRA parameters (False: also every base parameter that requires grad)
 
@@ -52,8 +55,8 @@ class DataSection:
 class SamplingSection:
     """How groups of edits are sampled (SDE with log-probabilities)."""
 
-    group_size: int = 16  # G edits per prompt (DESIGN.md: 12-24)
-    num_steps: int = 10  # SDE denoising steps T in training (DESIGN.md: 10)
+    group_size: int = 16  # G edits per prompt
+    num_steps: int = 10  # SDE denoising steps T in training
     noise_level: float = 0.7  # SDE noise level a (std_t = a * sqrt(s / (1 - s)))
     guidance: float | None = None  # editor guidance (None: the editor's default)
     # > 0: only this many consecutive steps are SDE steps, the rest ODE (Flow-GRPO-Fast / MixGRPO), the window
@@ -68,50 +71,64 @@ class SamplingSection:
 
 
 @dataclass
-class GRPOTrainSection:
-    """The GRPO update."""
+class TrainSection:
+    """What every RL update shares: the AdamW optimiser over the trained (LoRA) parameters and micro-batching."""
 
-    learning_rate: float = 3e-4  # AdamW lr of the LoRA parameters (DESIGN.md: 3e-4)
+    learning_rate: float = 3e-4  # AdamW lr of the LoRA parameters
     weight_decay: float = 1e-4  # AdamW weight decay
     adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
-    clip_range: float = 1e-4  # ratio clip c (DESIGN.md: 1e-4)
-    adv_clip: float = 5.0  # advantages clipped to +-adv_clip (DESIGN.md: 5)
-    beta: float = 0.04  # KL weight to the adapter-disabled reference (DESIGN.md: 0-0.04); 0 skips the reference pass
-    global_std: bool = False  # normalise advantages by the whole batch's std instead of the group's
-    per_prompt_stats: bool = False  # advantages from each prompt's reward history across steps (Flow-GRPO stat tracker)
-    stats_history: int = 64  # per_prompt_stats: rewards kept per prompt
-    inner_epochs: int = 1  # passes over the step's samples
-    timestep_fraction: float = 1.0  # share of the T steps trained per sample (a random subset per sample and epoch)
-    micro_batch: int = 8  # samples per forward/backward
+    inner_epochs: int = 1  # passes over the step's samples (GRPO) or pairs (DPO)
+    micro_batch: int = 8  # samples (GRPO; whole groups at a time for group_dpo) or pairs (DPO) per forward/backward
     grad_accum: int = 1  # micro-batches per optimiser step
     max_grad_norm: float = 1.0  # gradient clipping (<= 0: off)
-    adv_eps: float = 1e-4  # epsilon in (r - mean) / (std + eps)
-    # How the advantages train the policy. "clipped": Flow-GRPO's clipped ratio surrogate through the SDE steps'
-    # log-probabilities (clip_range, beta, timestep_fraction apply). "group_dpo": DGPO — each group's flow-matching
-    # errors on its final edits, weighted by the advantages, inside one DPO sigmoid against the adapter-disabled
-    # reference (policy.dpo.group_dpo_loss; dpo_beta and timesteps_per_group apply; micro_batch counts samples, whole
-    # groups at a time). It trains on the forward process, not on the SDE steps, as the DPO loop does.
-    policy_loss: Literal["clipped", "group_dpo"] = "clipped"
-    dpo_beta: float = 2000.0  # policy_loss=group_dpo: the DPO beta (as DPOTrainSection.beta)
-    timesteps_per_group: int = 2  # policy_loss=group_dpo: shared (noise, t) draws per group and epoch
 
 
 @dataclass
-class DPOTrainSection:
-    """The flow-matching DPO update (pairs: best and worst of each reward-ranked group)."""
+class ClippedLossSection:
+    """``policy_loss=clipped``: Flow-GRPO's clipped ratio surrogate through the recorded SDE steps."""
+
+    clip_range: float = 1e-4  # ratio clip c
+    adv_clip: float = 5.0  # advantages clipped to +-adv_clip
+    beta: float = 0.04  # KL weight to the adapter-disabled reference (0 skips the reference pass)
+    timestep_fraction: float = 1.0  # share of the SDE steps trained per micro-batch (a random subset)
+
+
+@dataclass
+class GroupDPOLossSection:
+    """``policy_loss=group_dpo``: DGPO — a group's flow-matching errors on its final edits, weighted by the
+    advantages, inside one DPO sigmoid against the adapter-disabled reference (``policy.losses.group_dpo_loss``)."""
+
+    beta: float = 2000.0  # the DPO beta (flow-matching error differences are small, so beta is large)
+    timesteps_per_group: int = 2  # shared (noise, t) draws per group and epoch
+
+
+@dataclass
+class GRPOTrainSection(TrainSection):
+    """The GRPO update: rewards become group-relative advantages, which train the policy through ``policy_loss``."""
+
+    # A name in policy.updates.UPDATES: "group_dpo" (DGPO, trains on the forward process like DPO; the shipped
+    # presets) or "clipped" (Flow-GRPO's clipped surrogate through the SDE steps' log-probabilities).
+    policy_loss: Literal["group_dpo", "clipped"] = "group_dpo"
+    # A name in policy.advantages.ADVANTAGES: "group" (z-score within each group), "global_std" (group mean,
+    # batch std), "per_prompt" (against each prompt's reward history across steps, Flow-GRPO's stat tracker)
+    advantage: Literal["group", "global_std", "per_prompt"] = "group"
+    adv_eps: float = 1e-4  # epsilon in (r - mean) / (std + eps)
+    stats_history: int = 64  # advantage=per_prompt: rewards kept per prompt
+    group_dpo: GroupDPOLossSection = field(default_factory=GroupDPOLossSection)
+    clipped: ClippedLossSection = field(default_factory=ClippedLossSection)
+
+
+@dataclass
+class DPOTrainSection(TrainSection):
+    """The flow-matching DPO update: rewards become (best, worst) pairs of each reward-ranked group."""
 
     learning_rate: float = 1e-4  # AdamW lr of the LoRA parameters
-    weight_decay: float = 1e-4  # AdamW weight decay
-    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     beta: float = 2000.0  # DPO beta (the flow-matching error difference is small, so beta is large, as in Diffusion-DPO)
     reference: Literal["fixed", "online"] = "fixed"  # fixed: adapter disabled; online: a LoRA snapshot refreshed every N steps
     refresh_every: int = 10  # online reference: steps between snapshots of the current LoRA weights
     min_reward_gap: float = 0.0  # skip pairs whose best - worst reward is not above this
     pairs_per_group: int = 1  # k: the i-th best vs the i-th worst edit of each group for i < k (1: best vs worst)
     timesteps_per_pair: int = 2  # shared (noise, t) draws per pair and epoch
-    inner_epochs: int = 1  # passes over the step's pairs
-    micro_batch: int = 8  # pairs per forward/backward
-    max_grad_norm: float = 1.0  # gradient clipping (<= 0: off)
 
 
 @dataclass
@@ -126,13 +143,13 @@ class EvalSection:
 
 
 @dataclass
-class GRPOConfig:
-    """An online GRPO run."""
+class RLConfig:
+    """What a GRPO and a DPO run share."""
 
-    out: str = "runs/grpo"  # output folder: config.yaml, metrics.jsonl, checkpoints/, curves.png
+    out: str = "runs/rl"  # output folder: config.yaml, metrics.jsonl, checkpoints/, eval/
     seed: int = 0  # seeds sampling, shuffling and LoRA init; every step derives its own generators from (seed, step)
     steps: int = 100  # optimiser iterations (sample -> score -> update)
-    resume: bool = True  # continue from the latest checkpoint in out/checkpoints when there is one
+    resume: bool = True  # continue from the latest complete checkpoint in out/checkpoints when there is one
     checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2  # newest checkpoints kept
     threads: int | None = None  # torch CPU threads (None: leave as is)
@@ -142,30 +159,51 @@ class GRPOConfig:
     reward: RewardSection = field(default_factory=RewardSection)
     data: DataSection = field(default_factory=DataSection)
     sampling: SamplingSection = field(default_factory=SamplingSection)
-    train: GRPOTrainSection = field(default_factory=GRPOTrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
 
 
 @dataclass
-class DPOConfig:
-    """An online (or offline-reference) DPO run."""
+class GRPOConfig(RLConfig):
+    """An online GRPO run (``editrl policy grpo``)."""
 
-    out: str = "runs/dpo"  # output folder: config.yaml, metrics.jsonl, checkpoints/, curves.png
-    seed: int = 0  # seeds sampling, shuffling and LoRA init
-    steps: int = 100  # iterations (sample -> score -> pair -> update)
-    resume: bool = True  # continue from the latest checkpoint in out/checkpoints when there is one
-    checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
-    keep_checkpoints: int = 2  # newest checkpoints kept
-    threads: int | None = None  # torch CPU threads (None: leave as is)
-    accelerate: bool = True  # use an accelerate Accelerator (multi-process gradient all-reduce, device placement)
-    wandb_project: str | None = None  # mirror metrics to wandb
-    editor: EditorSection = field(default_factory=EditorSection)
-    reward: RewardSection = field(default_factory=RewardSection)
-    data: DataSection = field(default_factory=DataSection)
-    sampling: SamplingSection = field(default_factory=SamplingSection)
+    out: str = "runs/grpo"  # output folder: config.yaml, metrics.jsonl, checkpoints/, eval/
+    train: GRPOTrainSection = field(default_factory=GRPOTrainSection)
+
+
+@dataclass
+class DPOConfig(RLConfig):
+    """An online (or fixed-reference) DPO run (``editrl policy dpo``)."""
+
+    out: str = "runs/dpo"  # output folder: config.yaml, metrics.jsonl, checkpoints/, eval/
     train: DPOTrainSection = field(default_factory=DPOTrainSection)
-    eval: EvalSection = field(default_factory=EvalSection)
 
 
-__all__ = ["EditorSection", "RewardSection", "DataSection", "SamplingSection", "GRPOTrainSection",
-           "DPOTrainSection", "EvalSection", "GRPOConfig", "DPOConfig"]
+def validate_rl_config(cfg: RLConfig) -> None:
+    """Range checks, and no setting the chosen loss ignores; raises ``editrl.config.ConfigError`` naming the key."""
+    from editrl.config import ConfigError
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {what}")
+
+    need(cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
+    need(cfg.sampling.group_size >= 2, "sampling.group_size",
+         f"must be >= 2 (a group of one has no relative advantage), got {cfg.sampling.group_size}")
+    need(cfg.data.prompts_per_step >= 1, "data.prompts_per_step", f"must be >= 1, got {cfg.data.prompts_per_step}")
+    need(cfg.sampling.num_steps >= 1, "sampling.num_steps", f"must be >= 1, got {cfg.sampling.num_steps}")
+    need(cfg.train.micro_batch >= 1, "train.micro_batch", f"must be >= 1, got {cfg.train.micro_batch}")
+    need(cfg.train.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {cfg.train.grad_accum}")
+    need(cfg.train.inner_epochs >= 1, "train.inner_epochs", f"must be >= 1, got {cfg.train.inner_epochs}")
+    if isinstance(cfg.train, GRPOTrainSection):
+        for name, section_cls in (("group_dpo", GroupDPOLossSection), ("clipped", ClippedLossSection)):
+            if name != cfg.train.policy_loss and getattr(cfg.train, name) != section_cls():
+                raise ConfigError(f"train.{name}: set, but train.policy_loss={cfg.train.policy_loss} ignores it "
+                                  f"(remove it or set train.policy_loss={name})")
+        c = cfg.train.clipped
+        need(0 < c.timestep_fraction <= 1, "train.clipped.timestep_fraction",
+             f"must be in (0, 1], got {c.timestep_fraction}")
+
+
+__all__ = ["EditorSection", "RewardSection", "DataSection", "SamplingSection", "TrainSection", "ClippedLossSection",
+           "GroupDPOLossSection", "GRPOTrainSection", "DPOTrainSection", "EvalSection", "RLConfig", "GRPOConfig",
+           "DPOConfig", "validate_rl_config"]

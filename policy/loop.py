@@ -1,0 +1,355 @@
+"""The online RL loop shared by GRPO and DPO, read top to bottom in labelled stages.
+
+One iteration of ``train(cfg, algorithm)``::
+
+    SAMPLE + SCORE  G SDE edits per prompt (policy.rollouts.sample_groups); chunk k is scored while k+1 samples
+    TARGETS         the algorithm turns rewards into what its update trains on: GRPO advantages (policy.advantages),
+                    DPO (best, worst) pairs
+    UPDATE          policy.updates.UPDATES[algorithm.update] — group_dpo (DGPO), clipped (Flow-GRPO), flow_dpo
+    LOG             learned reward (per dimension), editworld oracle, update statistics, seconds per stage
+    EVAL            held-out ODE edits scored by the oracle (rollout.held_out), every ``eval.every`` steps
+    CHECKPOINT      LoRA weights + adapter.json, optimiser, RNG, the algorithm's state (editrl.checkpoint)
+
+Every step draws its randomness from generators seeded by (seed, step), and a checkpoint holds everything else
+that evolves, so a resumed run continues the same curve. ``policy/grpo.py`` and ``policy/dpo.py`` define the two
+algorithms; everything else lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from editrl.checkpoint import (CheckpointStore, load_tensors, optimizer_from_tensors, optimizer_tensors, read_state,
+                               restore_rng, rng_state)
+from policy.advantages import zero_advantage_fraction
+from policy.config import DPOConfig, EvalSection, GRPOConfig, RLConfig, validate_rl_config
+from policy.rollouts import (Prompt, PromptPool, Rollout, fill_failed_rewards, held_out_prompts, sample_groups,
+                             step_generator)
+from policy.updates import UPDATES
+from rollout.adapters import AdapterManifest, attach_adapter, denoiser, editor_device, load_adapter_weights
+
+
+class Algorithm(Protocol):
+    """What differs between GRPO and DPO: how rewards become targets, which update trains on them, and state."""
+
+    update: str  # a key of policy.updates.UPDATES
+    prefix: str  # metric prefix of the update's statistics
+
+    def targets(self, rollout: Rollout, rewards: torch.Tensor, keys: list[str]) -> tuple[Any, dict[str, float]]:
+        """``(targets or None to skip the update, metrics)``."""
+
+    def reference(self) -> Callable | None:
+        """A context manager running the reference model, or None (the adapter disabled)."""
+
+    def after_update(self, step: int) -> None: ...
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What a checkpoint keeps: (JSON state, tensors)."""
+
+    def load_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+# ====================================================================================== set-up
+def load_policy(cfg: RLConfig, accelerator: Any = None) -> tuple[Any, list[tuple[str, torch.nn.Parameter]]]:
+    """Load the editor and attach its LoRA adapter (seeded): ``(editor, [(name, trained param), ...])``."""
+    from rollout.registry import load_editor
+
+    kwargs = dict(cfg.editor.load_kwargs)
+    if accelerator is not None and "device" not in kwargs and accelerator.device.type != "cpu":
+        kwargs["device"] = str(accelerator.device)
+    editor = load_editor(cfg.editor.spec, **kwargs)
+    named = attach_adapter(editor, cfg.editor.lora_rank, cfg.editor.lora_alpha, cfg.editor.lora_targets,
+                           cfg.editor.train_lora_only, cfg.seed)
+    return editor, named
+
+
+def make_accelerator(enabled: bool) -> Any:
+    """An accelerate Accelerator (multi-process runs via `accelerate launch`), or None."""
+    if not enabled:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def make_reward(cfg: RLConfig, client: Any = None) -> tuple[Callable, Any]:
+    """``(reward function, reward client or None)``: the client is shared with evaluation."""
+    from policy.rewards import build_reward_fn, needs_client
+
+    if client is None and (needs_client(cfg.reward) or cfg.eval.learned_reward and cfg.eval.num_tasks > 0):
+        from reward.serve.client import make_reward_client
+
+        client = make_reward_client(cfg.reward.client, device=cfg.reward.device)
+    return build_reward_fn(cfg.reward, client), client
+
+
+def algorithm_name(cfg: RLConfig) -> str:
+    """``grpo/<policy_loss>`` or ``dpo/flow_dpo``: recorded in every adapter checkpoint."""
+    return f"grpo/{cfg.train.policy_loss}" if isinstance(cfg, GRPOConfig) else "dpo/flow_dpo"
+
+
+# ====================================================================================== checkpoints
+def save_rl_checkpoint(store: CheckpointStore, cfg: RLConfig, step: int, named_params: list, optimizer: Any,
+                       algorithm: Algorithm) -> Path:
+    """One checkpoint: lora.safetensors + adapter.json (a loadable editor), optimiser, RNG, the algorithm's state."""
+    opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
+    rng_tensors, rng_meta = rng_state()
+    algo_state, algo_tensors = algorithm.state()
+    manifest = AdapterManifest(editor=cfg.editor.spec, lora_rank=cfg.editor.lora_rank,
+                               lora_alpha=cfg.editor.lora_alpha, lora_targets=cfg.editor.lora_targets,
+                               train_lora_only=cfg.editor.train_lora_only, load_kwargs=dict(cfg.editor.load_kwargs),
+                               param_names=[n for n, _ in named_params], algorithm=algorithm_name(cfg), seed=cfg.seed)
+    tensors = {"lora.safetensors": dict(named_params), "optimizer.safetensors": opt_tensors,
+               "rng.safetensors": rng_tensors}
+    if algo_tensors:
+        tensors["extra.safetensors"] = algo_tensors
+    return store.save(step, {"optimizer": opt_meta, "rng": rng_meta, "algorithm": algo_state}, tensors,
+                      write=manifest.write)
+
+
+def load_rl_checkpoint(path: Path, named_params: list, optimizer: Any) -> tuple[dict[str, Any], dict]:
+    """Restore weights, optimiser and RNG from ``path``; returns ``(state, extra tensors)``."""
+    state = read_state(path)
+    load_adapter_weights(path, named_params)
+    optimizer.load_state_dict(optimizer_from_tensors(load_tensors(path / "optimizer.safetensors"), state["optimizer"]))
+    restore_rng(load_tensors(path / "rng.safetensors"), state["rng"])
+    extra = load_tensors(path / "extra.safetensors") if (path / "extra.safetensors").is_file() else {}
+    return state, extra
+
+
+def load_run_config(run_dir: str | Path) -> GRPOConfig | DPOConfig:
+    """The config an RL run saved (``run_dir/config.yaml``), as the GRPO or DPO config it is."""
+    from editrl.config import ConfigError, load_config
+    from editrl.io import DataError
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(cfg_path, "missing: not an RL run folder")
+    errors = []
+    for config_cls in (GRPOConfig, DPOConfig):
+        try:
+            return load_config(config_cls, cfg_path)
+        except ConfigError as err:
+            errors.append(f"as {config_cls.__name__}: {err}")
+    raise DataError(cfg_path, "not a GRPO or DPO run config (" + "; ".join(errors) + ")")
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric rows logged after ``last_step`` (a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in rows if json.loads(line).get("step", -1) <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# ====================================================================================== evaluation
+def evaluate_held_out(editor: Any, prompts: list[Prompt], ev: EvalSection, guidance: float | None, seed: int,
+                      client: Any = None, grid_path: Path | None = None) -> dict[str, float]:
+    """ODE edits of held-out editworld tasks with fixed noise; mean oracle scores (and learned reward)."""
+    from rollout.held_out import edit_tasks, mean_scores, oracle_scores_of
+
+    g = step_generator(seed, 0, 99, editor_device(editor))
+    tasks = [p.task for p in prompts]
+    images = edit_tasks(editor, tasks, ev.num_steps, ev.batch_size, g, guidance=guidance,
+                        sources=[p.source for p in prompts])
+    out = {f"eval/oracle_{d}": v for d, v in mean_scores(oracle_scores_of(tasks, images)).items()}
+    if client is not None and ev.learned_reward:
+        from policy.rewards import EditRewardFn
+
+        r, info = EditRewardFn(client)(images, [p.instruction for p in prompts],
+                                       [{"source": p.source, "group": p.key} for p in prompts])
+        out["eval/reward"] = float(np.nanmean(r.numpy()))
+        for k, v in info.items():
+            if k.startswith("mu_"):
+                out[f"eval/reward_{k}"] = float(np.nanmean(v))
+    if grid_path is not None:
+        save_grid(prompts[:8], images[:8], grid_path)
+    return out
+
+
+def save_grid(prompts: list[Prompt], images: list, path: Path) -> Path:
+    """Rows of (source, edit, target) images: what the policy does to held-out tasks."""
+    from PIL import Image
+
+    size = images[0].size[0]
+    grid = Image.new("RGB", (3 * size + 4, len(images) * (size + 2)), "white")
+    for i, (p, im) in enumerate(zip(prompts, images)):
+        row = [p.source, im, p.task.target_image(size) if p.task is not None else im]
+        for j, tile in enumerate(row):
+            grid.paste(tile.convert("RGB").resize((size, size)), (j * (size + 2), i * (size + 2)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+# ====================================================================================== the run
+@dataclass
+class Run:
+    """Everything the loop holds between steps."""
+
+    cfg: RLConfig
+    out: Path
+    editor: Any
+    named_params: list[tuple[str, torch.nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    reward_fn: Callable
+    client: Any
+    pool: PromptPool
+    held_out: list[Prompt]
+    accelerator: Any
+    store: CheckpointStore
+    start_step: int = 0
+    resumed_state: dict[str, Any] = field(default_factory=dict)
+    resumed_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        if not self.held_out:
+            return {}
+        grid = self.out / "eval" / f"step_{step:06d}.png" if self.is_main else None
+        return evaluate_held_out(self.editor, self.held_out, self.cfg.eval, self.cfg.sampling.guidance,
+                                 self.cfg.seed, self.client, grid)
+
+
+def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
+    """Output folder, saved config, editor + LoRA, optimiser, reward, prompts; resume from the latest checkpoint."""
+    from editrl.config import save_config
+
+    validate_rl_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator(cfg.accelerate)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    editor, named = load_policy(cfg, accelerator)
+    t = cfg.train
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=t.learning_rate, betas=tuple(t.adam_betas),
+                                  weight_decay=t.weight_decay)
+    reward_fn, client = make_reward(cfg, reward_client)
+    pool = PromptPool(cfg.data, cfg.seed)
+    held_out = held_out_prompts(cfg.eval.num_tasks, cfg.data.image_size) if cfg.eval.num_tasks > 0 else []
+    store = CheckpointStore(out, keep=cfg.keep_checkpoints)
+    run = Run(cfg, out, editor, named, optimizer, reward_fn, client, pool, held_out, accelerator, store)
+    loaded = store.load_latest(lambda p: load_rl_checkpoint(p, named, optimizer)) if cfg.resume else None
+    if loaded is not None:
+        ckpt, (run.resumed_state, run.resumed_tensors) = loaded
+        run.start_step = int(run.resumed_state["step"])
+        truncate_metrics(out / "metrics.jsonl", run.start_step)
+        print(f"resumed from {ckpt} (step {run.start_step})")
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run: no stale curve
+    if run.is_main:
+        save_config(cfg, out / "config.yaml")
+    return run
+
+
+def info_means(info: dict[str, np.ndarray], prefix: str = "reward/") -> dict[str, float]:
+    """Mean of every per-item info array (NaN-aware), as metrics."""
+    return {f"{prefix}{k}": float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in info.items()}
+
+
+# ====================================================================================== the loop
+def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], reward_client: Any = None
+          ) -> dict[str, Any]:
+    """Run (or resume) online RL with the algorithm ``make_algorithm(cfg, run)`` builds; returns the last metrics
+    row and where things were written."""
+    from editrl.config import config_to_dict
+    from editrl.metrics import MetricsSink
+
+    run = setup_run(cfg, reward_client)
+    algorithm = make_algorithm(cfg, run)
+    if run.resumed_state:
+        algorithm.load_state(run.resumed_state.get("algorithm", {}), run.resumed_tensors)
+    update = UPDATES[algorithm.update]
+    device = editor_device(run.editor)
+    sink = MetricsSink(run.out, wandb_project=cfg.wandb_project, config=config_to_dict(cfg)) if run.is_main else None
+    row: dict[str, Any] = {}
+    try:
+        if run.start_step == 0 and run.held_out:
+            row = run.evaluate(0)
+            if sink:
+                sink.log(row, step=0)
+        for step in range(run.start_step + 1, cfg.steps + 1):
+            t_step = time.perf_counter()
+            prompts = run.pool.batch(step)
+            if run.accelerator is not None and run.accelerator.num_processes > 1:
+                prompts = prompts[run.accelerator.process_index::run.accelerator.num_processes]
+
+            # ---- SAMPLE + SCORE: G SDE edits per prompt; chunk k scored while chunk k+1 samples
+            rollout, timings = sample_groups(run.editor, run.reward_fn, prompts, cfg.sampling,
+                                             step_generator(cfg.seed, step, 0, device), cfg.reward.log_oracle)
+            keys = rollout.group_keys
+            rewards, n_failed = fill_failed_rewards(rollout.rewards, keys)
+
+            # ---- TARGETS: advantages (GRPO) or best-vs-worst pairs (DPO)
+            targets, target_log = algorithm.targets(rollout, rewards, keys)
+
+            # ---- UPDATE: policy.updates.UPDATES[algorithm.update]
+            t0 = time.perf_counter()
+            stats: dict[str, float] = {}
+            if targets is not None:
+                denoiser(run.editor).train()
+                stats = update(run.editor, run.named_params, run.optimizer, rollout, targets, cfg,
+                               step_generator(cfg.seed, step, 1), run.accelerator, algorithm.reference())
+                denoiser(run.editor).eval()
+            algorithm.after_update(step)
+            t_update = time.perf_counter() - t0
+
+            # ---- LOG: learned reward per dimension beside the oracle; update statistics, dead groups, timings
+            row = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
+                   "zero_advantage_groups": zero_advantage_fraction(rewards, keys), "reward_failures": n_failed,
+                   **target_log, **{f"{algorithm.prefix}/{k}": v for k, v in stats.items()},
+                   **info_means(rollout.info), **timings, "time/update": t_update}
+
+            # ---- EVAL: held-out ODE edits, oracle-scored
+            if cfg.eval.every > 0 and step % cfg.eval.every == 0 or step == cfg.steps:
+                t0 = time.perf_counter()
+                row.update(run.evaluate(step))
+                row["time/eval"] = time.perf_counter() - t0
+            row["time/step"] = time.perf_counter() - t_step
+            if sink:
+                sink.log(row, step=step)
+            print_step(step, cfg.steps, {**row, "train/loss": stats.get("loss", math.nan)})
+
+            # ---- CHECKPOINT: LoRA + adapter.json, optimiser, RNG, the algorithm's state
+            if run.is_main and (step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps):
+                save_rl_checkpoint(run.store, cfg, step, run.named_params, run.optimizer, algorithm)
+    finally:
+        if sink:
+            sink.close()
+    return {"out": str(run.out), "metrics": str(run.out / "metrics.jsonl"), "last": row,
+            "start_step": run.start_step, "editor": run.editor}
+
+
+def print_step(step: int, steps: int, row: dict[str, Any]) -> None:
+    """One line per step: reward, oracle, loss, held-out oracle, seconds."""
+    parts = [f"step {step}/{steps}", f"reward {row.get('reward_mean', math.nan):.3f}"]
+    if "reward/oracle_instruction_following" in row:
+        parts.append(f"oracle IF {row['reward/oracle_instruction_following']:.3f}")
+    for key in ("train/loss", "train/kl", "train/clip_fraction"):
+        if key in row:
+            parts.append(f"{key.split('/')[1]} {row[key]:.4g}")
+    if "eval/oracle_instruction_following" in row:
+        parts.append(f"held-out oracle IF {row['eval/oracle_instruction_following']:.3f}")
+    parts.append(f"{row.get('time/step', 0):.1f}s")
+    print(" | ".join(parts), flush=True)
+
+
+__all__ = ["Algorithm", "Run", "setup_run", "train", "load_policy", "save_rl_checkpoint", "load_rl_checkpoint",
+           "load_run_config", "evaluate_held_out", "save_grid", "info_means", "print_step"]
