@@ -116,7 +116,11 @@ class CheckpointStore:
 
     def load_latest(self, load: Callable[[Path], T]) -> tuple[Path, T] | None:
         """``load(path)`` on the newest complete checkpoint that loads, falling back (with a warning) past failures."""
-        for path in reversed(self.complete()):
+        for path in reversed(self.folders()):
+            why = problem(path)
+            if why is not None:
+                warnings.warn(f"skipping checkpoint {path}: {why}", stacklevel=2)
+                continue
             try:
                 return path, load(path)
             except (DataError, OSError, RuntimeError, KeyError, ValueError) as err:

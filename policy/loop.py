@@ -250,18 +250,55 @@ def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
     if loaded is not None:
         ckpt, (run.resumed_state, run.resumed_tensors) = loaded
         run.start_step = int(run.resumed_state["step"])
-        truncate_metrics(out / "metrics.jsonl", run.start_step)
-        print(f"resumed from {ckpt} (step {run.start_step})")
-    elif (out / "metrics.jsonl").exists():
+        if run.is_main:
+            truncate_metrics(out / "metrics.jsonl", run.start_step)
+            print(f"resumed from {ckpt} (step {run.start_step})")
+    elif run.is_main and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run: no stale curve
     if run.is_main:
         save_config(cfg, out / "config.yaml")
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return run
 
 
 def info_means(info: dict[str, np.ndarray], prefix: str = "reward/") -> dict[str, float]:
     """Mean of every per-item info array (NaN-aware), as metrics."""
     return {f"{prefix}{k}": float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in info.items()}
+
+
+def shard(prompts: list[Prompt], chunk: int, accelerator: Any) -> tuple[list[Prompt], int]:
+    """This process's contiguous share of the step's prompts and the global index of its first sampling chunk.
+
+    Contiguous shares keep every chunk of ``prompts_per_chunk`` prompts whole, so with per-chunk generators a
+    multi-process run samples exactly the edits the one-process run samples (when the shares are whole chunks)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return prompts, 0
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if len(prompts) % world:
+        raise ValueError(f"data.prompts_per_step={len(prompts)} must be a multiple of the {world} processes")
+    per = len(prompts) // world
+    return prompts[rank * per:(rank + 1) * per], (rank * per) // max(1, chunk)
+
+
+def gather_for_log(accelerator: Any, rewards: torch.Tensor, keys: list[str], info: dict[str, np.ndarray],
+                   target_log: dict[str, float], stats: dict[str, float]) -> tuple:
+    """Rewards, keys and per-item info of every process, and the processes' mean of the scalar statistics."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return rewards, keys, info, target_log, stats
+    from accelerate.utils import gather_object
+
+    parts = gather_object([(rewards.tolist(), keys, {k: v.tolist() for k, v in info.items()}, target_log, stats)])
+    all_rewards = torch.tensor([r for p in parts for r in p[0]])
+    all_keys = [k for p in parts for k in p[1]]
+    all_info = {k: np.concatenate([np.asarray(p[2][k], dtype=np.float64) for p in parts]) for k in info}
+    def combine(dicts: list[dict[str, float]]) -> dict[str, float]:
+        return {k: float((np.sum if k in _COUNTS else np.mean)([d[k] for d in dicts if k in d])) for k in dicts[0]}
+
+    return all_rewards, all_keys, all_info, combine([p[3] for p in parts]), combine([p[4] for p in parts]) if stats else {}
+
+
+_COUNTS = {"trained_groups", "dpo/pairs"}  # summed over processes; every other statistic is averaged
 
 
 # ====================================================================================== the loop
@@ -287,13 +324,13 @@ def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], r
                 sink.log(row, step=0)
         for step in range(run.start_step + 1, cfg.steps + 1):
             t_step = time.perf_counter()
-            prompts = run.pool.batch(step)
-            if run.accelerator is not None and run.accelerator.num_processes > 1:
-                prompts = prompts[run.accelerator.process_index::run.accelerator.num_processes]
+            prompts, first_chunk = shard(run.pool.batch(step), cfg.sampling.prompts_per_chunk, run.accelerator)
 
             # ---- SAMPLE + SCORE: G SDE edits per prompt; chunk k scored while chunk k+1 samples
-            rollout, timings = sample_groups(run.editor, run.reward_fn, prompts, cfg.sampling,
-                                             step_generator(cfg.seed, step, 0, device), cfg.reward.log_oracle)
+            rollout, timings = sample_groups(
+                run.editor, run.reward_fn, prompts, cfg.sampling, step_generator(cfg.seed, step, 0, device),
+                cfg.reward.log_oracle, chunk_generator=lambda c: step_generator(cfg.seed, step, 1000 + c, device),
+                first_chunk=first_chunk)
             keys = rollout.group_keys
             rewards, n_failed = fill_failed_rewards(rollout.rewards, keys)
 
@@ -312,10 +349,13 @@ def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], r
             t_update = time.perf_counter() - t0
 
             # ---- LOG: learned reward per dimension beside the oracle; update statistics, dead groups, timings
-            row = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
-                   "zero_advantage_groups": zero_advantage_fraction(rewards, keys), "reward_failures": n_failed,
-                   **target_log, **{f"{algorithm.prefix}/{k}": v for k, v in stats.items()},
-                   **info_means(rollout.info), **timings, "time/update": t_update}
+            #      (over every process's samples: the row describes the global batch)
+            all_rewards, all_keys, info, target_log, stats = gather_for_log(
+                run.accelerator, rewards, keys, rollout.info, target_log, stats)
+            row = {"reward_mean": float(all_rewards.mean()), "reward_std": float(all_rewards.std(unbiased=False)),
+                   "zero_advantage_groups": zero_advantage_fraction(all_rewards, all_keys),
+                   "reward_failures": n_failed, **target_log, **{f"{algorithm.prefix}/{k}": v for k, v in stats.items()},
+                   **info_means(info), **timings, "time/update": t_update}
 
             # ---- EVAL: held-out ODE edits, oracle-scored
             if cfg.eval.every > 0 and step % cfg.eval.every == 0 or step == cfg.steps:
@@ -325,16 +365,20 @@ def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], r
             row["time/step"] = time.perf_counter() - t_step
             if sink:
                 sink.log(row, step=step)
-            print_step(step, cfg.steps, {**row, "train/loss": stats.get("loss", math.nan)})
+            if run.is_main:
+                print_step(step, cfg.steps, {**row, "train/loss": stats.get("loss", math.nan)})
 
             # ---- CHECKPOINT: LoRA + adapter.json, optimiser, RNG, the algorithm's state
-            if run.is_main and (step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps):
-                save_rl_checkpoint(run.store, cfg, step, run.named_params, run.optimizer, algorithm)
+            if step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps:
+                if run.is_main:
+                    save_rl_checkpoint(run.store, cfg, step, run.named_params, run.optimizer, algorithm)
+                if run.accelerator is not None:
+                    run.accelerator.wait_for_everyone()
     finally:
         if sink:
             sink.close()
     return {"out": str(run.out), "metrics": str(run.out / "metrics.jsonl"), "last": row,
-            "start_step": run.start_step, "editor": run.editor}
+            "start_step": run.start_step, "editor": run.editor, "is_main": run.is_main}
 
 
 def print_step(step: int, steps: int, row: dict[str, Any]) -> None:

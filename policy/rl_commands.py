@@ -32,6 +32,8 @@ def grpo(args: argparse.Namespace) -> int:
 
     cfg = load_config(GRPOConfig, args.config, args.overrides)
     result = train_grpo(cfg)
+    if not result["is_main"]:
+        return 0
     result["curves"] = str(plot_curves(result["metrics"], title=f"GRPO: {cfg.editor.spec}"))
     _summary("GRPO", result)
     return 0
@@ -46,6 +48,8 @@ def dpo(args: argparse.Namespace) -> int:
 
     cfg = load_config(DPOConfig, args.config, args.overrides)
     result = train_dpo(cfg)
+    if not result["is_main"]:
+        return 0
     result["curves"] = str(plot_curves(result["metrics"], title=f"DPO: {cfg.editor.spec}"))
     _summary("DPO", result)
     return 0

@@ -137,8 +137,14 @@ def sde_window_steps(sampling: SamplingSection, generator: torch.Generator) -> l
 
 
 def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampling: SamplingSection,
-                  generator: torch.Generator, with_oracle: bool = True) -> tuple[Rollout, dict[str, float]]:
-    """SAMPLE + SCORE: ``group_size`` SDE edits per prompt, scored in a background thread chunk by chunk."""
+                  generator: torch.Generator, with_oracle: bool = True,
+                  chunk_generator: Callable[[int], torch.Generator] | None = None, first_chunk: int = 0
+                  ) -> tuple[Rollout, dict[str, float]]:
+    """SAMPLE + SCORE: ``group_size`` SDE edits per prompt, scored in a background thread chunk by chunk.
+
+    ``generator`` draws the SDE window, and the noise too unless ``chunk_generator(c)`` gives chunk ``c``'s
+    generator (``c`` counted from ``first_chunk``: a process's first chunk in the step's global batch), which makes
+    each chunk's edits the same whichever process samples it."""
     G = sampling.group_size
     t_start = time.perf_counter()
     sde_steps = sde_window_steps(sampling, generator)
@@ -153,11 +159,12 @@ def sample_groups(editor: Any, reward_fn: Callable, prompts: list[Prompt], sampl
             ids = list(range(start, min(start + chunk, len(prompts))))
             rows = [i for i in ids for _ in range(G)]
             t0 = time.perf_counter()
+            g = generator if chunk_generator is None else chunk_generator(first_chunk + start // chunk)
             start_noise = {}
             if sampling.shared_initial_noise:  # one draw per prompt, repeated over its group
-                start_noise["initial"] = editor.initial_latents(cond.index(ids), generator).repeat_interleave(G, 0)
+                start_noise["initial"] = editor.initial_latents(cond.index(ids), g).repeat_interleave(G, 0)
             out = editor.sample(cond.index(rows), num_steps=sampling.num_steps, noise_level=sampling.noise_level,
-                                guidance=sampling.guidance, generator=generator, return_trajectory=True, **window,
+                                guidance=sampling.guidance, generator=g, return_trajectory=True, **window,
                                 **start_noise)
             sample_s += time.perf_counter() - t0
             traj = out.trajectory

@@ -15,6 +15,7 @@ The reference is the editor with its adapter disabled unless ``reference`` (a co
 
 from __future__ import annotations
 
+import zlib
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
@@ -149,12 +150,14 @@ class LoraSnapshot:
                     p.copy_(live[n])
 
 
-def noised_errors(editor: Any, x0: torch.Tensor, noise: torch.Tensor, t: float, cond: Any, guidance: float | None,
-                  reference: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def noised_errors(editor: Any, x0: torch.Tensor, noise: torch.Tensor, t: float | torch.Tensor, cond: Any,
+                  guidance: float | None, reference: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample flow-matching errors ``(policy, reference)`` of ``x0`` noised to ``x_t = (1 - t) x0 + t noise``
-    against the target ``noise - x0``; ``reference()`` is a context manager running the reference (no gradient).
-    The reference runs first: an online reference swaps weights in place, which must not follow the graph."""
-    x_t = (1 - t) * x0 + t * noise
+    against the target ``noise - x0``; ``t`` is a float or one value per sample (B,). ``reference()`` is a context
+    manager running the reference (no gradient). The reference runs first: an online reference swaps weights in
+    place, which must not follow the graph."""
+    tb = t.to(x0.device, x0.dtype).reshape(-1, *([1] * (x0.ndim - 1))) if isinstance(t, torch.Tensor) else t
+    x_t = (1 - tb) * x0 + tb * noise
     target = noise - x0
     with torch.no_grad(), reference():
         err_ref = velocity_mse(editor.velocity(x_t, t, cond, guidance=guidance), target)
@@ -227,20 +230,25 @@ def group_dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Paramet
     totals = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0}
     n_terms = n_opt = 0
     optimizer.zero_grad(set_to_none=True)
-    for _ in range(tr.inner_epochs if group_rows else 0):
+    base = int(torch.randint(0, 2**62, (), generator=generator))
+    for epoch in range(tr.inner_epochs if group_rows else 0):
         order = torch.randperm(len(group_rows), generator=generator).tolist()
         for start in range(0, len(order), per_batch):
             chosen = [group_rows[i] for i in order[start:start + per_batch]]
             rows = torch.tensor([r for g in chosen for r in g])
-            sizes = [len(g) for g in chosen]
             cond = rollout.row_cond(rows)
             x0 = x0_all[rows.to(device)]
             ids = [keys[int(r)] for r in rows]
-            for _ in range(lc.timesteps_per_group):
-                # one noise per group, repeated over its edits; one t per micro-batch (editors may take a scalar sigma)
-                noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=generator).expand(n, *x0.shape[1:])
-                                   for n in sizes]).to(device)
-                t = float(torch.rand((), generator=generator)) * 0.98 + 0.01
+            for k in range(lc.timesteps_per_group):
+                # one (noise, t) per group and draw, from a generator owned by (step, group, epoch, draw): the same
+                # numbers whichever process or micro-batch the group lands in
+                noise, t = [], []
+                for g_rows in chosen:
+                    gen = torch.Generator().manual_seed((base + zlib.crc32(keys[g_rows[0]].encode()) * 7919
+                                                         + epoch * 131 + k) % (2**63 - 1))
+                    noise.append(torch.randn((1, *x0.shape[1:]), generator=gen).expand(len(g_rows), *x0.shape[1:]))
+                    t.append(torch.full((len(g_rows),), float(torch.rand((), generator=gen)) * 0.98 + 0.01))
+                noise, t = torch.cat(noise).to(device), torch.cat(t)
                 err, err_ref = noised_errors(editor, x0, noise, t, cond, cfg.sampling.guidance, reference)
                 loss, acc = group_dpo_loss(err, err_ref, advantages[rows], ids, lc.beta)
                 scaled = loss / (lc.timesteps_per_group * tr.grad_accum)

@@ -194,7 +194,7 @@ class FluxKontextEditor(DiffusersEditorBase):
         """Load a local FLUX.1-Kontext diffusers folder (layout in the module docstring); never the hub."""
         from diffusers import FluxKontextPipeline
 
-        from rollout.registry import check_pipeline_folder
+        from rollout.pipeline_folders import check_pipeline_folder
 
         folder = check_pipeline_folder(local_dir, "FluxKontextPipeline", KONTEXT_COMPONENTS)
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype

@@ -104,7 +104,7 @@ class QwenImageEditEditor(DiffusersEditorBase):
         """Load a local Qwen-Image-Edit diffusers folder (layout in the module docstring); never the hub."""
         from diffusers import QwenImageEditPipeline
 
-        from rollout.registry import check_pipeline_folder
+        from rollout.pipeline_folders import check_pipeline_folder
 
         folder = check_pipeline_folder(local_dir, "QwenImageEditPipeline", QWEN_EDIT_COMPONENTS)
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype

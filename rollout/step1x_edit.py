@@ -53,7 +53,7 @@ class Step1XEditEditor:
     def from_pretrained(cls, local_dir: str, dtype: Any = None, device: str | None = None,
                         **kwargs: Any) -> "Step1XEditEditor":
         """Validate the checkpoint folder, then report why Step1X-Edit cannot be loaded with this install."""
-        from rollout.registry import read_model_index
+        from rollout.pipeline_folders import read_model_index
 
         read_model_index(local_dir)  # a bad folder is reported before the missing dependency
         require_step1x_pipeline()

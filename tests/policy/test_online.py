@@ -102,6 +102,26 @@ def test_grpo_cli_trains_lora_only_checkpoints_and_resumes_exactly(assets, tmp_p
     for n in w3:
         torch.testing.assert_close(w_resumed[n], w3[n], rtol=1e-5, atol=1e-7)
 
+    # a torn newest checkpoint (no state file; a truncated weights file) is skipped with a warning naming it, and
+    # the run resumes from the previous complete one and lands on the same curve
+    newest = part / "checkpoints" / "step_000002"
+    for tear in ("partial", "truncated"):
+        if tear == "partial":
+            (newest / "state.json").unlink()
+        else:
+            weights = newest / "lora.safetensors"
+            weights.write_bytes(weights.read_bytes()[:100])
+        with pytest.warns(UserWarning, match="step_000002"):
+            assert main(["policy", "grpo", "--config", str(cfg_part), "steps=2"]) == 0
+        again = _rows(part)
+        assert again[2]["train/loss"] == pytest.approx(rows[2]["train/loss"], rel=1e-5), tear
+        w_again = load_file(str(newest / "lora.safetensors"))
+        for n in w3:
+            torch.testing.assert_close(w_again[n], w3[n], rtol=1e-5, atol=1e-7)
+    manifest = json.loads((newest / "adapter.json").read_text())
+    assert manifest["editor"] == f"flux-kontext:{kontext}" and manifest["lora_rank"] == 4
+    assert manifest["algorithm"] == "grpo/clipped" and sorted(manifest["param_names"]) == sorted(w3)
+
 
 def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     from safetensors.torch import load_file
