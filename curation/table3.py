@@ -149,8 +149,8 @@ def sft_command(manifest: Path, out: Path, cfg: Table3Config) -> list[str]:
 def run_sft(manifest: Path, out: Path, cfg: Table3Config) -> Path:
     """Fine-tune the tiny editor on ``manifest`` with the arm-independent budget; returns the editor folder.
 
-    Runs ``editrl policy sft`` in a child process: curation does not import ``policy`` (DESIGN.md dependency
-    direction), and each arm starts from a clean interpreter."""
+    Runs ``editrl policy sft`` in a child process: curation does not import ``policy`` (the layering of
+    docs/architecture.md), and each arm starts from a clean interpreter."""
     import subprocess
 
     cmd = sft_command(manifest, out, cfg)
@@ -161,29 +161,17 @@ def run_sft(manifest: Path, out: Path, cfg: Table3Config) -> Path:
 
 
 # ---- 4. evaluation -----------------------------------------------------------------------------------
-def evaluate_editor(editor_dir: str | Path, cfg: Table3Config) -> dict[str, list[float]]:
-    """Oracle scores of the editor's edits of the held-out tasks (ODE sampling, fixed noise)."""
+def held_out_scores(editor_dir: str | Path, cfg: Table3Config) -> dict[str, list[float]]:
+    """Oracle scores of the editor's edits of the held-out tasks (ODE sampling, fixed noise; ``rollout.held_out``)."""
     import torch
 
-    from editworld import DIMENSIONS
-    from editworld.oracle import oracle_scores
-    from editworld.tasks import HELD_OUT_SEED, sample_tasks
+    from rollout.held_out import edit_tasks, held_out_tasks, oracle_scores_of
     from rollout.registry import load_editor
 
-    editor = load_editor(str(editor_dir))
-    tasks = sample_tasks(cfg.n_eval, HELD_OUT_SEED, cfg.size)
+    tasks = held_out_tasks(cfg.n_eval, cfg.size)
     gen = torch.Generator().manual_seed(cfg.seed + 12345)
-    scores: dict[str, list[float]] = {d: [] for d in DIMENSIONS}
-    with torch.no_grad():
-        for start in range(0, len(tasks), cfg.eval_batch_size):
-            chunk = tasks[start:start + cfg.eval_batch_size]
-            cond = editor.prepare([t.source_image(cfg.size) for t in chunk], [t.instruction for t in chunk])
-            images = editor.sample(cond, num_steps=cfg.eval_steps, noise_level=0.0, generator=gen).images
-            for t, im in zip(chunk, images):
-                s = oracle_scores(t, im)
-                for d in DIMENSIONS:
-                    scores[d].append(float(s[d]))
-    return scores
+    edits = edit_tasks(load_editor(str(editor_dir)), tasks, cfg.eval_steps, cfg.eval_batch_size, gen, cfg.size)
+    return oracle_scores_of(tasks, edits)
 
 
 def bootstrap_ci(values: np.ndarray, n: int, seed: int) -> tuple[float, float]:
@@ -245,7 +233,7 @@ def run_table3(cfg: Table3Config, client: Any = None,
         editor_dir = sft(subsets[arm], out / f"sft-{arm}", cfg)
         timings[f"sft_{arm}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scores[arm] = evaluate_editor(editor_dir, cfg)
+        scores[arm] = held_out_scores(editor_dir, cfg)
         timings[f"eval_{arm}_s"] = time.perf_counter() - t0
 
     result = summarise(scores, cfg.bootstrap, cfg.seed)

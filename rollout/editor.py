@@ -11,7 +11,7 @@ An editor turns (source image, instruction) rows into edited images by integrati
 - ``decode(latents, cond, output_type="pil")``: latents -> images.
 
 Everything else is shared: ``sample`` runs the one denoising loop in ``rollout.sampling`` (SDE steps with
-log-probabilities, DESIGN.md "Online RL"), ``add_lora`` attaches a peft adapter to ``transformer`` and
+log-probabilities, ``rollout.sde``), ``add_lora`` attaches a peft adapter to ``transformer`` and
 ``reference()`` disables it (the KL reference model). Trajectory layout: latents (B, T+1, L, C), sigmas (T+1,),
 log_probs (B, T), means (B, T, L, C), stds (T,).
 """

@@ -94,7 +94,7 @@ class DiffusersEditorBase:
     """Sampling, LoRA and the reference model for adapters that provide ``prepare``, ``initial_latents``,
     ``sigmas``, ``velocity`` and ``decode`` over packed latents (FLUX.1-Kontext, Qwen-Image-Edit).
 
-    Each step is ``rollout.sde.sde_step_with_logprob`` (DESIGN.md "Online RL") in fp32; with
+    Each step is ``rollout.sde.sde_step_with_logprob`` in fp32; with
     ``noise_level == 0`` it is the plain Euler step of ``FlowMatchEulerDiscreteScheduler`` and the recorded
     log-probabilities are 0 (a deterministic step has no density).
     """

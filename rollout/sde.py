@@ -1,6 +1,6 @@
 """One stochastic (or deterministic) flow-matching denoising step with its Gaussian log-probability.
 
-This is the Flow-GRPO step (DESIGN.md "Online RL"). For sigmas ``s`` -> ``s'`` (``dt = s' - s < 0``),
+This is the Flow-GRPO step (docs/architecture.md, "Online RL"). For sigmas ``s`` -> ``s'`` (``dt = s' - s < 0``),
 velocity ``v``, latent ``x`` and noise level ``a``::
 
     std_t = a * sqrt(s / (1 - s))              # s == 1 uses s' in the denominator (as Flow-GRPO does

@@ -3,7 +3,7 @@
 Architecture (what FLUX.1-Kontext does, shrunk so it trains on 2 CPU cores):
 
 - *latents are pixels*: an RGB image in [-1, 1] is cut into ``patch x patch`` squares, each packed into one token
-  of ``3 * patch**2`` channels (no VAE). 4x4 at 32x32 gives 64 tokens a image; DESIGN.md measured it ~7x faster
+  of ``3 * patch**2`` channels (no VAE). 4x4 at 32x32 gives 64 tokens a image; it measured ~7x faster
   to train than 2x2 (528 vs 144 tokens a sample with the source), which is what lets it learn within the budget;
 - *residual latents* (``residual=True``, default): the sampled latent is ``target - source``, decoded as
   ``source + latent``. A no-op is the all-zero latent, so the network spends its capacity on the edit instead of
