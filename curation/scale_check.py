@@ -61,7 +61,7 @@ class NullClient:
     """Constant scores: isolates the cost of the streaming machinery."""
 
     def score_groups(self, groups: Any) -> list[list[Any]]:
-        from reward.scorer import ScoredEdit
+        from reward.serve.scorer import ScoredEdit
 
         mu = {"instruction_following": 3.0, "visual_quality": 3.0}
         sg = {"instruction_following": 0.1, "visual_quality": 0.1}
@@ -93,11 +93,11 @@ def make_client(spec: str, device: str | None, batch_size: int) -> Any:
         return NullClient()
     import torch
 
-    from reward.scorer import RewardScorer
+    from reward.serve.scorer import RewardScorer
 
     if spec == "random-tiny":
-        from reward.config import RewardModelConfig
-        from reward.model import build_reward_model
+        from reward.model.config import RewardModelConfig
+        from reward.model.editreward import build_reward_model
 
         torch.manual_seed(0)
         cfg = RewardModelConfig()

@@ -104,8 +104,8 @@ def pick_editor(out: Path, seed: int) -> tuple[str, str]:
 def train_reward(out: Path, data: Path, sizes: Sizes, seed: int) -> tuple[Path, str]:
     """Train a tiny reward model briefly with ``editrl reward train``'s functions; (checkpoint, description)."""
     from editrl.config import load_config
-    from reward.train_config import RewardTrainConfig
-    from reward.trainer import train as run_training
+    from reward.train.config import RewardTrainConfig
+    from reward.train.trainer import train as run_training
 
     run_dir = _fresh(out / "reward-train")
     cfg = load_config(RewardTrainConfig, str(REWARD_PRESET), [
@@ -152,7 +152,7 @@ def stage_world(out: Path, groups: int, seed: int, report: HtmlReport) -> Path:
 
 def stage_reward(out: Path, data: Path, checkpoint: Path, reward_text: str, report: HtmlReport,
                  max_items: int | None) -> dict:
-    from reward.evaluate import run_editworld_eval
+    from reward.eval.editworld_bench import run_editworld_eval
 
     results = run_editworld_eval(checkpoint, data, out_dir=_fresh(out / "reward"), max_items=max_items,
                                  progress=False)

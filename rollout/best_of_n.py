@@ -2,7 +2,7 @@
 the reward model, keep the top-ranked one.
 
 Selection rules (``choose``), on the reward client's ``ScoredEdit`` (``score`` = aggregated mu, ``score_sigma`` =
-its aggregated sigma, ``reward.loss.aggregate``):
+its aggregated sigma, ``reward.train.loss.aggregate``):
 
 - ``aggregate``: the highest aggregated mu;
 - ``lcb``: the highest lower confidence bound ``score - k * score_sigma`` (uncertainty-aware; k = 0 is ``aggregate``).
@@ -14,7 +14,7 @@ task once, score them once, and for each N choose among the first N candidates; 
 score of a random choice among the same N and the oracle-best candidate (upper bound).
 
 Pure logic only: no argument parsing and no file layout (``rollout.best_of_n_commands`` does that). The reward
-client is anything with ``score_groups`` (``reward.client.make_reward_client``).
+client is anything with ``score_groups`` (``reward.serve.client.make_reward_client``).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def load_pieces(args: argparse.Namespace) -> tuple[Any, Any]:
     """(editor, reward client) for the parsed arguments."""
     import torch
 
-    from reward.client import make_reward_client
+    from reward.serve.client import make_reward_client
     from rollout.registry import load_editor
 
     if args.threads:

@@ -1,6 +1,6 @@
 """`editrl curate` end to end: a real editworld dataset, a real reward checkpoint loaded from disk.
 
-The checkpoint is a tiny reward model saved by ``reward.model.save_checkpoint`` (random weights unless the
+The checkpoint is a tiny reward model saved by ``reward.model.editreward.save_checkpoint`` (random weights unless the
 shipped ``reward/weights/editworld-tiny`` exists, in which case a second test checks that curating with it
 removes flawed edits).
 """
@@ -28,8 +28,8 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from reward.config import RewardModelConfig
-    from reward.model import build_reward_model, save_checkpoint
+    from reward.model.config import RewardModelConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
 
     torch.manual_seed(0)
     cfg = RewardModelConfig()

@@ -21,7 +21,6 @@ from editrl.dimensions import DIMENSIONS as DIMS
 from editrl.io import DataError, read_jsonl
 
 
-
 class BrightnessScorer:
     """Deterministic reward client: mu_IF = 1 + 3 * mean brightness, mu_VQ = 4 - 1.5 * red share; can crash."""
 

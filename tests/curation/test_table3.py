@@ -11,6 +11,7 @@ from PIL import Image
 
 from curation.table3 import (Table3Config, bootstrap_ci, flaw_share, random_subset, summarise,
                              write_noisy_dataset)
+from editrl.dimensions import DIMENSIONS
 from editrl.io import read_jsonl
 from editworld.oracle import oracle_scores
 from editworld.tasks import Task
@@ -74,9 +75,9 @@ HAVE_SFT = importlib.util.find_spec("policy.sft") is not None and importlib.util
 @pytest.mark.skipif(not HAVE_SFT, reason="policy.sft / rollout.tiny_editor not available yet")
 def test_tiny_table3_end_to_end(tmp_path):
     from curation.table3 import print_table, run_table3
-    from reward.config import RewardModelConfig
-    from reward.model import build_reward_model
-    from reward.scorer import RewardScorer
+    from reward.model.config import RewardModelConfig
+    from reward.model.editreward import build_reward_model
+    from reward.serve.scorer import RewardScorer
 
     model, processor = build_reward_model(RewardModelConfig())
     client = RewardScorer(model, processor, RewardModelConfig(), batch_size=32)
@@ -86,7 +87,7 @@ def test_tiny_table3_end_to_end(tmp_path):
     assert set(result["arms"]) == {"full", "curated", "random"}
     assert result["data"]["curated"]["rows"] == result["data"]["random"]["rows"] == 24
     for arm in result["arms"].values():
-        for d in ("instruction_following", "visual_quality"):
+        for d in DIMENSIONS:
             assert 1.0 <= arm[d]["mean"] <= 4.0 and arm[d]["ci95"][0] <= arm[d]["mean"] <= arm[d]["ci95"][1]
     assert json.loads((tmp_path / "t3" / "table3.json").read_text())["curation"]["kept"] == 24
     assert (tmp_path / "t3" / "table3.png").stat().st_size > 0

@@ -12,8 +12,8 @@ STAGE_HEADINGS = {"world": "1. The editworld", "reward": "2. The reward model", 
 
 @pytest.fixture(scope="module")
 def random_reward(tmp_path_factory):
-    from reward.config import RewardModelConfig
-    from reward.model import build_reward_model, save_checkpoint
+    from reward.model.config import RewardModelConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
 
     cfg = RewardModelConfig()
     model, processor = build_reward_model(cfg)

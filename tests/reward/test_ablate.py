@@ -89,8 +89,8 @@ def test_changed_config_of_a_finished_variant_is_an_error(world, tmp_path, capsy
 
 
 def test_interrupted_variant_resumes_from_its_checkpoint(world, tmp_path, capsys):
-    from reward.ablate import load_ablation, variant_train_configs
-    from reward.trainer import train
+    from reward.eval.ablate import load_ablation, variant_train_configs
+    from reward.train.trainer import train
 
     cfg_path = _write_config(tmp_path / "a.yaml", world, VARIANTS[:1])
     full, cut = tmp_path / "full", tmp_path / "cut"

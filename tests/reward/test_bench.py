@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 def test_full_shapes_config_has_qwen25_vl_7b_dimensions_and_about_7b_parameters():
     from transformers import Qwen2_5_VLModel
 
-    from reward.backbone import build_tiny_processor, ensure_reward_token
-    from reward.bench import full_shapes_model_config, qwen25_vl_7b_config
-    from reward.service import ServiceConfig, image_tokens
+    from reward.model.backbone import build_tiny_processor, ensure_reward_token
+    from reward.serve.throughput import full_shapes_model_config, qwen25_vl_7b_config
+    from reward.serve.config import ServiceConfig, image_tokens
 
     cfg = full_shapes_model_config()
     processor = build_tiny_processor(None, cfg)

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from editrl.io import DataError
-from reward.benchmarks import (GroupItem, PairItem, PointItem, imagenhub_groups, imagenhub_human_upper_bound,
-                               load_aurora_bench, load_editreward_bench, load_genai_bench_edit, load_imagenhub)
-from reward.metrics import spearman_fisher_mean, strict_group_accuracy
+from reward.eval.loaders import (GroupItem, PairItem, PointItem, imagenhub_groups, imagenhub_human_upper_bound,
+                                 load_aurora_bench, load_editreward_bench, load_genai_bench_edit, load_imagenhub)
+from reward.eval.metrics import spearman_fisher_mean, strict_group_accuracy
 
 
 def _png(path: Path, value: int = 0) -> str:

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from editrl.dimensions import DIMENSIONS
 from editrl.io import DataError
-from reward.data import (PairDataset, epoch_order, load_pairs, split_by_group, subsample, training_samples)
+from reward.train.data import (PairDataset, epoch_order, load_pairs, split_by_group, subsample, training_samples)
 
-IF, VQ = "instruction_following", "visual_quality"
+IF, VQ = DIMENSIONS
 
 
 def _img(path: Path, colour) -> str:
@@ -134,8 +135,8 @@ def test_split_subsample_and_order_are_deterministic(tmp_path):
 
 def test_extra_train_sources_are_trained_on_beside_train(tmp_path):
     from editrl.config import load_config
-    from reward.train_config import RewardTrainConfig
-    from reward.trainer import prepare_pairs
+    from reward.train.config import RewardTrainConfig
+    from reward.train.trainer import prepare_pairs
 
     world, extra = tmp_path / "world", tmp_path / "extra"
     world.mkdir(), extra.mkdir()

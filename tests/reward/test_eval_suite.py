@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from editrl.cli import main
+from editrl.dimensions import DIMENSIONS
 
-IF, VQ = "instruction_following", "visual_quality"
+IF, VQ = DIMENSIONS
 TINY = ["pixel_area=784", "tiny.hidden_size=64", "tiny.num_hidden_layers=2", "tiny.num_attention_heads=2",
         "tiny.num_key_value_heads=2", "tiny.intermediate_size=128", "tiny.vision_depth=2", "tiny.vision_hidden_size=32",
         "tiny.vision_num_heads=2", "tiny.vision_intermediate_size=64", "tiny.vision_fullatt_block_indexes=[1]",
@@ -76,8 +77,8 @@ def write_benches(root: Path) -> dict[str, Path]:
 
 def save_tiny_checkpoint(path: Path, seed: int) -> Path:
     from editrl.config import load_config
-    from reward.config import RewardModelConfig
-    from reward.model import build_reward_model, save_checkpoint
+    from reward.model.config import RewardModelConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
 
     cfg = load_config(RewardModelConfig, None, [*TINY, f"tiny.seed={seed}"])
     model, processor = build_reward_model(cfg)

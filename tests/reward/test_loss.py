@@ -9,7 +9,7 @@ from scipy import integrate, stats
 
 import torch.nn.functional as F
 
-from reward.loss import LOSSES, aggregate, bradley_terry_loss, expected_softplus, pointwise_loss, ranking_loss
+from reward.train.loss import LOSSES, aggregate, bradley_terry_loss, expected_softplus, pointwise_loss, ranking_loss
 
 
 def _reference(delta: float, s: float) -> float:
@@ -170,7 +170,7 @@ def test_dimension_ranking_loss_by_hand():
     pair 1: scores w (3, 3) vs l (3, 1): d0 equal (no term); d1 winner better, delta = 2 - 0 = 2 -> softplus(-2).
     Mean of the three terms = (2 * 0.313262 + 0.126928) / 3 = 0.251151.
     """
-    from reward.loss import dimension_ranking_loss
+    from reward.train.loss import dimension_ranking_loss
 
     mu_w = torch.tensor([[1.0, 0.0], [5.0, 2.0]], requires_grad=True)
     mu_l = torch.tensor([[0.0, 1.0], [-7.0, 0.0]])

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from reward.metrics import (
-    pairwise_accuracy,
-    pairwise_accuracy_with_ties,
-    parse_ranking,
-    position_bias,
-    spearman_fisher_mean,
-    strict_group_accuracy,
-    strict_group_accuracy_by_k,
-)
+from reward.eval.metrics import (
+                                 pairwise_accuracy,
+                                 pairwise_accuracy_with_ties,
+                                 parse_ranking,
+                                 position_bias,
+                                 spearman_fisher_mean,
+                                 strict_group_accuracy,
+                                 strict_group_accuracy_by_k,
+                                 )
 
 
 def _brute_force_ties(diff: np.ndarray, label: np.ndarray) -> tuple[float, float]:

@@ -11,10 +11,10 @@ import yaml
 from PIL import Image
 
 from editrl.io import DataError
-from reward.backbone import build_tiny_processor
-from reward.config import RewardModelConfig
-from reward.inputs import InputError, RewardInputBuilder
-from reward.model import EditRewardModel, build_reward_model, load_checkpoint, save_checkpoint
+from reward.model.backbone import build_tiny_processor
+from reward.model.config import RewardModelConfig
+from reward.model.inputs import InputError, RewardInputBuilder
+from reward.model.editreward import EditRewardModel, build_reward_model, load_checkpoint, save_checkpoint
 
 INSTRUCTIONS = ["recolour the red circle to blue", "remove the green square", "move the yellow star to the left"]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reward.pairs import disentangle_ties, is_disentanglable, overall_tie
+from reward.train.pairs import disentangle_ties, is_disentanglable, overall_tie
 
 
 def test_disentangle_ties_by_hand():

@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 
 from editrl.cli import main
-from reward.config import RewardModelConfig
-from reward.model import build_reward_model, save_checkpoint
-from reward.scorer import EditInput, RewardScorer, ScoredEdit
-
-DIMS = ("instruction_following", "visual_quality")
+from editrl.dimensions import DIMENSIONS as DIMS
+from reward.model.config import RewardModelConfig
+from reward.model.editreward import build_reward_model, save_checkpoint
+from reward.serve.scorer import EditInput, RewardScorer, ScoredEdit
 
 
 def _image(w: int, h: int, seed: int) -> Image.Image:

@@ -21,9 +21,10 @@ pytestmark = pytest.mark.ray
 
 ray = pytest.importorskip("ray")
 
-from reward.client import RewardClient, make_reward_client  # noqa: E402
-from reward.scorer import EditInput, ScoredEdit  # noqa: E402
-from reward.service import RewardService, ScorerSpec, ServiceConfig, init_local_ray, node_ip_address  # noqa: E402
+from reward.serve.client import RewardClient, make_reward_client  # noqa: E402
+from reward.serve.scorer import EditInput, ScoredEdit  # noqa: E402
+from reward.serve.config import ScorerSpec, ServiceConfig  # noqa: E402
+from reward.serve.startup import RewardService, init_local_ray, node_ip_address  # noqa: E402
 
 
 class FakeScorer:
@@ -40,7 +41,7 @@ class FakeScorer:
         return float(sum(map(ord, instruction)) % 97) + edited / 1000.0
 
     def _one(self, instruction: str, edited: int) -> ScoredEdit:
-        from reward.scorer import ScoredEdit  # imported on first use: replicas that only start skip torch
+        from reward.serve.scorer import ScoredEdit  # imported on first use: replicas that only start skip torch
 
         if not isinstance(edited, int) or edited < 0:
             raise ValueError(f"bad edited image {edited!r}")
@@ -217,9 +218,9 @@ def test_service_with_the_real_tiny_scorer_matches_in_process_scoring(tmp_path):
     torch = pytest.importorskip("torch")
     from PIL import Image
 
-    from reward.config import RewardModelConfig
-    from reward.model import build_reward_model, save_checkpoint
-    from reward.scorer import RewardScorer
+    from reward.model.config import RewardModelConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
+    from reward.serve.scorer import RewardScorer
 
     torch.manual_seed(0)
     model_cfg = RewardModelConfig()

@@ -11,11 +11,12 @@ from PIL import Image
 
 from editrl.cli import main
 from editrl.config import load_config
+from editrl.dimensions import DIMENSIONS
 from editrl.io import DataError
 from editrl.metrics import read_metrics
-from reward.train_config import RewardTrainConfig
+from reward.train.config import RewardTrainConfig
 
-IF, VQ = "instruction_following", "visual_quality"
+IF, VQ = DIMENSIONS
 TINY = [  # a very small backbone so that a step takes milliseconds
     "model.pixel_area=784", "model.tiny.hidden_size=64", "model.tiny.num_hidden_layers=2",
     "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=2", "model.tiny.intermediate_size=128",
@@ -88,7 +89,7 @@ def test_cli_train_runs_and_learns(dataset, tmp_path, capsys):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])  # it learns the clean-square-vs-noise signal
     assert any("val/acc" in r for r in rows) and all(r["train/sigma_mean_d0"] > 0 for r in rows if "train/loss" in r)
     assert (out / "final").is_dir() and any((out / "final").glob("*.safetensors"))
-    assert (out / "checkpoints" / "step-000020" / "optimizer.safetensors").is_file()
+    assert (out / "checkpoints" / "step_000020" / "optimizer.safetensors").is_file()
     assert (out / "training_curve.png").stat().st_size > 1000 and (out / "config.yaml").is_file()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
     assert "validation pairwise accuracy" in capsys.readouterr().out
@@ -106,12 +107,12 @@ def test_cli_train_runs_and_learns(dataset, tmp_path, capsys):
 
 @pytest.mark.parametrize("batching", ["pairs", "groups"])
 def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, tmp_path, batching):
-    from reward.trainer import train
+    from reward.train.trainer import train
 
     mode = f"data.batching={batching}"
     full = train(_cfg(dataset, tmp_path / "full", "train.max_steps=6", mode), progress=False)
     first = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", mode), stop_at_step=3, progress=False)
-    assert first.step == 3 and first.final_dir is None and first.last_checkpoint.name == "step-000003"
+    assert first.step == 3 and first.final_dir is None and first.last_checkpoint.name == "step_000003"
     second = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", mode, f"resume={first.last_checkpoint}"),
                    progress=False)
     assert second.step == 6 and len(full.losses) == 6
@@ -124,12 +125,56 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, tmp_path, batch
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "final" / "model.safetensors"))
+
+
+def _damage(folder: Path, how: str) -> None:
+    if how == "partial":      # the folder of a checkpoint whose state.json was never written
+        (folder / "state.json").unlink()
+    elif how == "truncated":  # a weights file cut short (size differs from the manifest)
+        w = folder / "model.safetensors"
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    else:                     # same size, garbage inside: only loading it tells
+        w = folder / "model.safetensors"
+        w.write_bytes(b"\xff" * w.stat().st_size)
+
+
+@pytest.mark.parametrize("how", ["partial", "truncated", "garbled"])
+def test_resume_auto_skips_a_damaged_newest_checkpoint(dataset, tmp_path, how):
+    """A run stopped at step 4 (checkpoints at 2 and 4) whose newest checkpoint is torn resumes from step 2 with a
+    warning naming the skipped one, and ends on the uninterrupted loss curve and weights."""
+    from reward.train.trainer import train
+
+    full = train(_cfg(dataset, tmp_path / "full", "train.max_steps=6"), progress=False)
+    first = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", "train.save_every=2"), stop_at_step=4,
+                  progress=False)
+    ckpts = tmp_path / "split" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000002", "step_000004"]
+    assert (ckpts / "step_000004" / "state.json").is_file() and (ckpts / "step_000004" / "reward_config.yaml").is_file()
+    _damage(ckpts / "step_000004", how)
+    with pytest.warns(UserWarning, match="step_000004"):
+        second = train(_cfg(dataset, tmp_path / "split", "train.max_steps=6", "train.save_every=2", "resume=auto"),
+                       progress=False)
+    assert second.step == 6 and len(second.losses) == 4  # steps 3..6, from the checkpoint of step 2
+    np.testing.assert_allclose(first.losses[:2] + second.losses, full.losses, rtol=0, atol=1e-6)
+    a, b = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # keep_checkpoints=2: the newest two complete ones remain, each a loadable model folder
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000004", "step_000006"]
+    from reward.model.editreward import load_checkpoint
+
+    load_checkpoint(ckpts / "step_000006")
+
+
 def test_init_from_starts_at_the_checkpoint_weights_and_refuses_another_architecture(dataset, tmp_path):
     """Fine-tuning: zero steps of a run with ``init_from`` write the checkpoint's weights back unchanged (a fresh
     model would not match them), and a model section that differs names the field and the checkpoint."""
     from safetensors.torch import load_file
 
-    from reward.trainer import train
+    from reward.train.trainer import train
 
     base = train(_cfg(dataset, tmp_path / "base", "train.max_steps=4"), progress=False)
     tuned = train(_cfg(dataset, tmp_path / "tuned", "train.max_steps=2", "train.lr=0", "train.warmup_ratio=0",
@@ -152,9 +197,9 @@ def test_group_batches_forward_each_candidate_once_and_score_every_pair(dataset)
     """A fixture group has 3 candidates (good, bad, noop) and 4 training samples: good>bad, good>noop and the
     disentangled tie bad/noop in both orders. Grouped, that is 3 sequences and 4 (winner, loser) rows; the loss on
     the gathered rows equals the pair-batch loss of the same 4 samples (same model, same sequences)."""
-    from reward.data import GroupCollator, GroupDataset, PairCollator, PairDataset
-    from reward.inputs import RewardInputBuilder
-    from reward.trainer import build_model, pair_loss, prepare_pairs
+    from reward.train.data import GroupCollator, GroupDataset, PairCollator, PairDataset
+    from reward.model.inputs import RewardInputBuilder
+    from reward.train.trainer import build_model, pair_loss, prepare_pairs
 
     cfg = _cfg(dataset, Path("unused"), "data.val_fraction=0.0")
     samples, _ = prepare_pairs(cfg)
@@ -191,8 +236,8 @@ def test_bad_input_is_reported_with_its_place(dataset, tmp_path, capsys):
     assert "pairs.jsonl:2" in err and "instruction" in err
     assert main(["reward", "train", *_overrides(dataset, tmp_path / "o"), "train.lr=fast"]) == 2
     assert "train.lr" in capsys.readouterr().err
-    with pytest.raises(DataError, match="trainer_state.json"):
-        from reward.trainer import train
+    with pytest.raises(DataError, match="state.json missing"):
+        from reward.train.trainer import train
 
         train(_cfg(dataset, tmp_path / "o2", "train.max_steps=1", f"resume={tmp_path}"), progress=False)
 
@@ -206,7 +251,7 @@ def test_deepspeed_zero2_on_cpu_trains_and_resumes_exactly(dataset, tmp_path, mo
     """The shipped ZeRO-2 config through accelerate on CPU: a DeepSpeed engine really runs, checkpoints stay
     safetensors, and a resumed run continues the same loss curve."""
     pytest.importorskip("deepspeed")
-    from reward.trainer import train
+    from reward.train.trainer import train
 
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": "29561"}.items():
@@ -224,3 +269,69 @@ def test_deepspeed_zero2_on_cpu_trains_and_resumes_exactly(dataset, tmp_path, mo
     np.testing.assert_allclose(first.losses + second.losses, full.losses, rtol=0, atol=1e-6)
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.bin"))
     assert AcceleratorState().deepspeed_plugin is not None  # DeepSpeed was engaged, not silently dropped
+
+
+_LAUNCHED = """
+import json, sys
+from pathlib import Path
+from accelerate import PartialState
+from editrl.config import load_config
+from reward.train.config import RewardTrainConfig
+from reward.train.trainer import train
+runs, out = json.loads(sys.argv[1]), {}
+for name, overrides, stop in runs:
+    out[name] = train(load_config(RewardTrainConfig, None, overrides), stop_at_step=stop, progress=False).losses
+if PartialState().is_main_process:
+    Path(sys.argv[2]).write_text(json.dumps(out))
+"""
+
+
+def test_two_processes_train_the_same_global_batch_and_resume_across_world_sizes(dataset, tmp_path):
+    """``accelerate launch --num_processes 2`` (CPU, gloo) of 4 pairs per rank follows the loss curve of one process
+    with 8 pairs: the global batch is the same pairs. A 2-process checkpoint resumes in 1 and in 2 processes, and a
+    1-process checkpoint in 2, all on the same curve. (Head dropout off: its masks depend on the batch layout.)"""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from reward.train.trainer import train
+
+    def overrides(out: str, batch: int, *extra: str) -> list[str]:
+        return [f"data.train={dataset}", f"out_dir={tmp_path / out}", "data.val_fraction=0.2", "train.lr=3e-3",
+                f"train.batch_size={batch}", "train.warmup_ratio=0.1", "train.log_every=1", "train.eval_every=0",
+                "train.max_steps=6", "train.save_every=3", "model.head_dropout=0", *TINY, *extra]
+
+    one = train(load_config(RewardTrainConfig, None, overrides("one", 8)), progress=False)
+    # groups of unequal sizes (a subset of the pairs): each rank's mean loss is weighed by its share of the pairs
+    groups = ["data.batching=groups", "data.max_pairs=40"]
+    one_groups = train(load_config(RewardTrainConfig, None, overrides("one_groups", 4, *groups)), progress=False)
+    runs = [("two", overrides("two", 4), 3),
+            ("two_resumed", overrides("two", 4, "resume=auto"), None),
+            ("two_from_one", overrides("two_from_one", 4, f"resume={tmp_path / 'one/checkpoints/step_000003'}"), None),
+            ("two_groups", overrides("two_groups", 2, *groups), None)]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "launched.py"
+    script.write_text(_LAUNCHED)
+    # --multi_gpu selects accelerate's torchrun launcher (N worker processes); without CUDA the trainer runs on CPU
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           str(script), json.dumps(runs), str(tmp_path / "losses.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "6 steps of 4x1x2 pairs" in proc.stdout
+    two = json.loads((tmp_path / "losses.json").read_text())
+    np.testing.assert_allclose(two["two"] + two["two_resumed"], one.losses, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(one.losses[:3] + two["two_from_one"], one.losses, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(two["two_groups"], one_groups.losses, rtol=0, atol=1e-5)
+    resumed_in_one = train(load_config(RewardTrainConfig, None, overrides(
+        "one_from_two", 8, f"resume={tmp_path / 'two/checkpoints/step_000003'}")), progress=False)
+    np.testing.assert_allclose(two["two"] + resumed_in_one.losses, one.losses, rtol=0, atol=1e-5)
+    # (weights are not compared: Adam turns the float noise of an analytically zero gradient, e.g. the mu head's
+    # output bias under a ranking loss, into lr-sized steps; the loss is blind to those parameters)
+    from reward.model.editreward import load_checkpoint
+
+    load_checkpoint(tmp_path / "two" / "final")

@@ -12,10 +12,9 @@ import torch
 from PIL import Image
 
 from editrl.cli import main
-from reward.scorer import ScoredEdit
+from editrl.dimensions import DIMENSIONS as DIMS
+from reward.serve.scorer import ScoredEdit
 from rollout.best_of_n import SweepTask, choose, ranking, rule_key, sweep_table
-
-DIMS = ("instruction_following", "visual_quality")
 
 
 def _scored(score: float, sigma: float) -> ScoredEdit:
@@ -71,8 +70,8 @@ def test_sweep_table_on_hand_worked_numbers():
 # ---------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def pieces(tmp_path_factory):
-    from reward.config import RewardModelConfig
-    from reward.model import build_reward_model, save_checkpoint
+    from reward.model.config import RewardModelConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
     from rollout.tiny_editor import TinyEditor, TinyEditorConfig
 
     root = tmp_path_factory.mktemp("bon")

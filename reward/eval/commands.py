@@ -1,22 +1,8 @@
-"""Handlers of ``editrl reward train`` and ``editrl reward eval`` (heavy imports inside the functions)."""
+"""Handlers of ``editrl reward eval`` and ``editrl reward ablate`` (heavy imports inside the functions)."""
 
 from __future__ import annotations
 
 import argparse
-
-
-def train(args: argparse.Namespace) -> int:
-    """Train a reward model from ``--config`` plus dotted overrides; prints where the model went."""
-    from editrl.config import load_config
-    from reward.train_config import RewardTrainConfig
-    from reward.trainer import train as run_training
-
-    cfg = load_config(RewardTrainConfig, args.config, args.overrides)
-    result = run_training(cfg, progress=not getattr(args, "no_progress", False))
-    acc = "n/a" if result.val_accuracy is None else f"{result.val_accuracy:.4f}"
-    print(f"trained {result.step} steps; validation pairwise accuracy {acc}; model: {result.final_dir}; "
-          f"curve: {result.out_dir / 'training_curve.png'}")
-    return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -25,7 +11,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from editrl.config import ConfigError
-    from reward.eval_suite import parse_baselines, parse_bench_args, run_eval_suite, run_from_scores
+    from reward.eval.table2 import parse_baselines, parse_bench_args, run_eval_suite, run_from_scores
 
     checkpoints = list(getattr(args, "checkpoint", None) or [])
     benches = parse_bench_args(getattr(args, "bench", None))
@@ -42,4 +28,14 @@ def evaluate(args: argparse.Namespace) -> int:
     run_eval_suite(checkpoints, data=args.data, benches=benches, image_root=getattr(args, "image_root", None),
                    baselines=baselines, out_dir=out, batch_size=args.batch_size, max_items=args.max_items)
     print(f"wrote {out / 'table2.json'}, {out / 'table2.png'} and per-item scores under {out / 'scores'}")
+    return 0
+
+
+def ablate(args: argparse.Namespace) -> int:
+    """Tables 4 and 7: train every variant of ``--config`` on one budget and compare them (resumable)."""
+    from reward.eval.ablate import load_ablation, run_ablation
+
+    extra = list(args.overrides) + ([f"out_dir={args.out}"] if getattr(args, "out", None) else [])
+    cfg = load_ablation(args.config, extra)
+    run_ablation(cfg, progress=not getattr(args, "no_progress", False))
     return 0

@@ -1,8 +1,8 @@
 """The one reward client that curation, online RL and best-of-N call.
 
 Anything with ``score_groups(groups) -> list[list[ScoredEdit]]`` (and ``score(list[EditInput])``) is a
-reward client: the in-process ``reward.scorer.RewardScorer``, or ``RewardClient``, which talks to the
-Ray-served pool started by ``editrl reward serve`` (``reward.service``). ``make_reward_client(spec)``
+reward client: the in-process ``reward.serve.scorer.RewardScorer``, or ``RewardClient``, which talks to the
+Ray-served pool started by ``editrl reward serve`` (``reward.serve.startup``). ``make_reward_client(spec)``
 picks one from a string, so callers never branch on how the reward model is hosted.
 
 The wire format between client, dispatcher and replicas is a list of *units*: ``("edit", EditInput)``
@@ -219,6 +219,6 @@ def make_reward_client(spec: Any, *, device: str | None = None) -> RewardClientP
     if spec.startswith(RAY_SCHEME):
         name, _, address = spec[len(RAY_SCHEME):].partition("@")
         return RewardClient.connect(name or DEFAULT_NAME, address or None)
-    from reward.scorer import RewardScorer
+    from reward.serve.scorer import RewardScorer
 
     return RewardScorer.from_checkpoint(spec, device=device)

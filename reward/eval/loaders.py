@@ -243,7 +243,7 @@ def imagenhub_groups(items: Sequence[PointItem], predicted: Sequence[float]) -> 
 def imagenhub_human_upper_bound(items: Sequence[PointItem]) -> float:
     """Human-to-human Spearman (ImagenHub's upper bound): per editing model, each rater against the mean of
     the other raters; all (model, rater) correlations Fisher-averaged. Needs >= 2 raters on every item."""
-    from reward.metrics import spearman_fisher_mean
+    from reward.eval.metrics import spearman_fisher_mean
 
     if not items:
         raise ValueError("no items")
@@ -276,7 +276,7 @@ def normalise_ranking(ranking: str) -> str:
 
 def load_editreward_bench(path: str | Path, image_root: str | Path | None = None) -> list[GroupItem]:
     """EditReward-Bench groups from a folder of ``EditReward_Bench_{2,3,4}pair.json`` or a single file."""
-    from reward.metrics import parse_ranking
+    from reward.eval.metrics import parse_ranking
 
     path = Path(path)
     if path.is_dir():

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reward.config import RewardModelConfig, TinyBackboneConfig
+from reward.model.config import RewardModelConfig, TinyBackboneConfig
 
 QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -46,7 +46,7 @@ _WORDS = ("the a an to of in at on into from with and by it its background scene
 
 def _tokenizer_corpus() -> list[str]:
     """Sentences that cover the editworld grammar and the prompt templates (for learning BPE merges)."""
-    from reward.inputs import PROMPTS
+    from reward.model.inputs import PROMPTS
 
     lines: list[str] = []
     for colour in _COLOURS:

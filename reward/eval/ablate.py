@@ -3,8 +3,8 @@
 Every variant is the same reward train preset (``base``) plus the ``overrides`` common to all variants
 plus the variant's own overrides, with the training pairs taken from the editworld folder ``data``. So
 all variants share one budget (max_steps, batch, lr, time budget) and one seed unless a variant
-overrides them on purpose. Each is trained with ``reward.trainer.train`` into ``OUT/<name>/`` and
-evaluated with ``reward.evaluate.run_editworld_eval`` on the editworld bench split (non-tied pairwise
+overrides them on purpose. Each is trained with ``reward.train.trainer.train`` into ``OUT/<name>/`` and
+evaluated with ``reward.eval.editworld_bench.run_editworld_eval`` on the editworld bench split (non-tied pairwise
 accuracy); the table is printed (rich) and written as ``OUT/ablate.json`` and ``OUT/ablate.png``.
 
 Resumable: a variant whose final checkpoint and ``OUT/<name>/ablate_result.json`` exist is skipped; one
@@ -19,7 +19,6 @@ Command-line overrides: ``key=value`` whose key is a field of ``AblationConfig``
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -42,7 +41,7 @@ class AblationVariant:
     name: str = ""
     # Which table of the paper the row belongs to (a label shown in the table, e.g. "Table 4").
     table: str = ""
-    # Dotted `key.sub=value` overrides of the reward train config (reward/train_config.py), applied after
+    # Dotted `key.sub=value` overrides of the reward train config (reward/train/config.py), applied after
     # the base preset and the common overrides; [] = the base preset itself (the reference row).
     overrides: list[str] = field(default_factory=list)
     # Data-size ablation: train on this share of the training pairs (sets data.max_pairs from the number of
@@ -86,7 +85,7 @@ def load_ablation(path: str | Path | None, overrides: list[str] | tuple[str, ...
 def variant_train_configs(cfg: AblationConfig, out: Path) -> list[Any]:
     """The resolved ``RewardTrainConfig`` of every variant, all checked before anything trains; a bad key or
     value is a ``ConfigError`` naming the variant and the key."""
-    from reward.train_config import RewardTrainConfig
+    from reward.train.config import RewardTrainConfig
 
     if not cfg.variants:
         raise ConfigError("ablation: no variants given")
@@ -122,7 +121,7 @@ def variant_train_configs(cfg: AblationConfig, out: Path) -> list[Any]:
 
 def _training_pair_count(tcfg: Any) -> int:
     """Pairs left for training after the validation hold-out, exactly as the trainer splits them."""
-    from reward.data import load_pairs, split_by_group
+    from reward.train.data import load_pairs, split_by_group
 
     pairs = load_pairs(tcfg.data.train, tcfg.data.image_root)
     if tcfg.data.val is not None:
@@ -135,6 +134,7 @@ def _training_pair_count(tcfg: Any) -> int:
 def _comparable(tcfg: Any) -> dict[str, Any]:
     d = json.loads(json.dumps(config_to_dict(tcfg), default=str))  # tuples -> lists, as read back from JSON
     d.pop("resume", None)
+    d.get("train", {}).pop("keep_checkpoints", None)  # housekeeping: does not change what is trained
     return d
 
 
@@ -147,7 +147,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 def finished_result(vdir: Path, tcfg: Any) -> dict[str, Any] | None:
     """The saved row of a finished variant (final checkpoint + eval result), or None; a row trained with a
     different config is a ConfigError."""
-    from reward.model import WEIGHTS_NAME
+    from reward.model.editreward import WEIGHTS_NAME
 
     path = vdir / RESULT_NAME
     if not ((vdir / "final" / WEIGHTS_NAME).is_file() and path.is_file()):
@@ -162,9 +162,9 @@ def finished_result(vdir: Path, tcfg: Any) -> dict[str, Any] | None:
 
 def run_variant(v: AblationVariant, tcfg: Any, data: str, *, batch_size: int, progress: bool) -> dict[str, Any]:
     """Train (or resume / skip the training of) one variant, evaluate it on the bench split, save its row."""
-    from reward.evaluate import run_editworld_eval
-    from reward.model import EXTRA_NAME, WEIGHTS_NAME
-    from reward.trainer import train
+    from reward.eval.editworld_bench import run_editworld_eval
+    from reward.model.editreward import EXTRA_NAME, WEIGHTS_NAME
+    from reward.train.trainer import train
 
     vdir = Path(tcfg.out_dir)
     t0 = time.time()
@@ -264,12 +264,4 @@ def write_outputs(cfg: AblationConfig, rows: list[dict[str, Any]], out: Path) ->
     save_figure(fig, out / "ablate.png", dpi=100)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Handler of ``editrl reward ablate``."""
-    extra = list(args.overrides) + ([f"out_dir={args.out}"] if getattr(args, "out", None) else [])
-    cfg = load_ablation(args.config, extra)
-    run_ablation(cfg, progress=not getattr(args, "no_progress", False))
-    return 0
-
-
-__all__ = ["AblationVariant", "AblationConfig", "load_ablation", "variant_train_configs", "run_ablation", "run"]
+__all__ = ["AblationVariant", "AblationConfig", "load_ablation", "variant_train_configs", "run_ablation"]

@@ -70,7 +70,7 @@ def qwen25_vl_7b_config(processor: Any) -> Any:
 
 def full_shapes_model_config() -> Any:
     """Reward-model settings of a real 7B run: 448x448 images, the appendix A.9 rubric, bf16, official head widths."""
-    from reward.config import RewardModelConfig
+    from reward.model.config import RewardModelConfig
 
     return RewardModelConfig(pixel_area=448 * 448, prompt="rubric", dtype="bfloat16", head_width=1024,
                              head_bottleneck=16, attn_implementation="sdpa")
@@ -81,21 +81,21 @@ def build_bench_scorer(checkpoint: str | None = None, *, device: str = "cpu", fu
     """The scorer to benchmark and a label: a checkpoint, the tiny model (random weights), or a 7B-shaped one."""
     import torch
 
-    from reward.scorer import RewardScorer
+    from reward.serve.scorer import RewardScorer
 
     if checkpoint:
         return RewardScorer.from_checkpoint(checkpoint, device=device, batch_size=batch_size), f"checkpoint {checkpoint}"
     if not full_shapes:
-        from reward.config import RewardModelConfig
-        from reward.model import build_reward_model
+        from reward.model.config import RewardModelConfig
+        from reward.model.editreward import build_reward_model
 
         cfg = RewardModelConfig()
         model, processor = build_reward_model(cfg)
         return RewardScorer(model, processor, cfg, batch_size=batch_size, device=device), "tiny Qwen2.5-VL (random weights)"
     from transformers import Qwen2_5_VLModel
 
-    from reward.backbone import build_tiny_processor, ensure_reward_token
-    from reward.model import EditRewardModel
+    from reward.model.backbone import build_tiny_processor, ensure_reward_token
+    from reward.model.editreward import EditRewardModel
 
     cfg = full_shapes_model_config()
     processor = build_tiny_processor(None, cfg)
@@ -133,7 +133,7 @@ def bench_inputs(items: int, image_size: int, seed: int = 0) -> list[tuple[Any, 
 
 # ---- the styles ---------------------------------------------------------------------------------------
 def _singles(groups: list) -> list[Any]:
-    from reward.scorer import EditInput
+    from reward.serve.scorer import EditInput
 
     return [EditInput(src, ins, e) for src, ins, edited in groups for e in edited]
 
@@ -211,7 +211,8 @@ def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[s
     (4 edits, or one group, per call) merged by the dispatcher's dynamic batching."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from reward.service import RewardService, ScorerSpec, ServiceConfig, init_local_ray
+    from reward.serve.config import ScorerSpec, ServiceConfig
+    from reward.serve.startup import RewardService, init_local_ray
 
     init_local_ray()
     cfg = ServiceConfig(name="editrl-reward-bench", replicas=replicas, num_gpus=num_gpus, num_cpus=1.0,

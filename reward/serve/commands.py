@@ -1,4 +1,7 @@
-"""Handlers of ``editrl reward serve`` and ``editrl reward bench`` (heavy imports stay inside the functions)."""
+"""Handlers of ``editrl reward score``, ``editrl reward serve`` and ``editrl reward bench``.
+
+Heavy imports (torch, transformers, ray) stay inside the functions so ``editrl --help`` stays light.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,55 @@ import time
 from pathlib import Path
 
 
+def score(args: argparse.Namespace) -> int:
+    """Print per-dimension mu and sigma and the aggregate score of each edited image (a rich table)."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from editrl.io import DataError
+    from reward.serve.scorer import RewardScorer
+
+    source = Path(args.source)
+    if not source.is_file():
+        raise DataError(source, "source image not found", field="--source")
+    scorer = RewardScorer.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    results = scorer.score_group(str(source), args.instruction, [str(e) for e in args.edited])
+
+    table = Table(title=f"EditReward ({scorer.cfg.aggregation} of {len(scorer.dimensions)} dimensions): "
+                        f"{args.instruction!r}")
+    table.add_column("edited")
+    for dim in scorer.dimensions:
+        table.add_column(f"{dim} mu", justify="right")
+        table.add_column(f"{dim} sigma", justify="right")
+    table.add_column("score", justify="right", style="bold")
+    table.add_column("score sigma", justify="right")
+    failed = 0
+    for path, res in zip(args.edited, results):
+        if res.error is not None:
+            failed += 1
+            table.add_row(str(path), *(["-"] * (2 * len(scorer.dimensions) + 2)))
+            continue
+        cells = []
+        for dim in scorer.dimensions:
+            cells += [f"{res.mu[dim]:.3f}", f"{res.sigma[dim]:.3f}"]
+        table.add_row(str(path), *cells, f"{res.score:.3f}", f"{res.score_sigma:.3f}")
+    console = Console()
+    console.print(table)
+    for path, res in zip(args.edited, results):
+        if res.error is not None:
+            console.print(f"[red]error[/red] {path}: {res.error}")
+    return 1 if failed else 0
+
+
 def serve(args: argparse.Namespace) -> int:
     """Start the reward pool on a local Ray (loopback only, no dashboard) or on the cluster at ``--address``."""
     from rich.console import Console
     from rich.table import Table
 
-    from reward.service import RewardService, ScorerSpec, ServiceConfig, init_local_ray
+    from reward.serve.config import ScorerSpec, ServiceConfig
+    from reward.serve.startup import RewardService, init_local_ray
 
     if not Path(args.checkpoint).is_dir():
         from editrl.io import DataError
@@ -38,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     for i, info in enumerate(service.replica_info):
         table.add_row(str(i), str(info.get("pid")), ",".join(info.get("gpu_ids", [])) or "-", str(info.get("node_id", ""))[:12])
     console.print(table)
-    from reward.service import cluster_address, node_ip_address
+    from reward.serve.startup import cluster_address, node_ip_address
 
     address = cluster_address()
     console.print(f"Ray node address: {node_ip_address()}; cluster (GCS) address: {address}")
@@ -69,7 +115,7 @@ def _checkpoint_image_area(checkpoint: str) -> int | None:
     if not path.is_file():
         return None
     from editrl.config import load_config
-    from reward.config import RewardModelConfig
+    from reward.model.config import RewardModelConfig
 
     return load_config(RewardModelConfig, path, []).pixel_area
 
@@ -89,7 +135,7 @@ def bench(args: argparse.Namespace) -> int:
     """Official-style vs one-pass vs shared-prefix reward inference, side by side on one model."""
     import torch
 
-    from reward.bench import bench_inputs, build_bench_scorer, print_result, run_bench
+    from reward.serve.throughput import bench_inputs, build_bench_scorer, print_result, run_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,7 +148,7 @@ def bench(args: argparse.Namespace) -> int:
     print(f"benchmarking {label} on {args.device}: {args.items} edits, {image_size}x{image_size} images", flush=True)
     result = run_bench(scorer, groups, group_sizes=tuple(args.group_sizes), label=label, device=args.device)
     if args.ray_replicas:
-        from reward.bench import run_service_rows
+        from reward.serve.throughput import run_service_rows
 
         del scorer  # the replicas build their own copy of the same model
         run_service_rows(result, groups, replicas=args.ray_replicas, num_gpus=1.0 if args.device == "cuda" else 0.0,

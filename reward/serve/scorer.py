@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
-from reward.config import RewardModelConfig
-from reward.inputs import ImageLike, InputError, RewardInputBuilder, check_instruction, load_rgb
+from reward.model.config import RewardModelConfig
+from reward.model.inputs import ImageLike, InputError, RewardInputBuilder, check_instruction, load_rgb
 
 
 @dataclass
@@ -45,24 +45,10 @@ class ScoredEdit:
 
 
 def aggregate(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aggregate (B, D) Gaussians into one (mu, sigma) per row, as ``reward.loss.aggregate`` defines it."""
-    try:
-        from reward.loss import aggregate as loss_aggregate
-    except ImportError:  # TODO: drop once reward/loss.py lands; same formulas as DESIGN.md "Reward model"
-        loss_aggregate = _aggregate_fallback
+    """Aggregate (B, D) Gaussians into one (mu, sigma) per row, as ``reward.train.loss.aggregate`` defines it."""
+    from reward.train.loss import aggregate as loss_aggregate
+
     return loss_aggregate(mu, log_sigma, how)
-
-
-def _aggregate_fallback(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor]:
-    var = torch.exp(2 * log_sigma)
-    if how == "mean":
-        return mu.mean(dim=1), (var.sum(dim=1) / mu.shape[1] ** 2).sqrt()
-    if how == "sum":
-        return mu.sum(dim=1), var.sum(dim=1).sqrt()
-    if how == "min":
-        idx = mu.argmin(dim=1, keepdim=True)
-        return mu.gather(1, idx).squeeze(1), log_sigma.gather(1, idx).squeeze(1).exp()
-    raise ValueError(f"unknown aggregation {how!r}")
 
 
 @dataclass
@@ -93,8 +79,8 @@ class RewardScorer:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         batch_size: int = 32, dtype: str | None = None) -> "RewardScorer":
-        """Load a reward checkpoint folder (``reward.model.save_checkpoint``) for scoring."""
-        from reward.model import load_checkpoint
+        """Load a reward checkpoint folder (``reward.model.editreward.save_checkpoint``) for scoring."""
+        from reward.model.editreward import load_checkpoint
 
         model, processor, model_cfg = load_checkpoint(path, device=device, dtype=dtype)
         return cls(model, processor, model_cfg, batch_size=batch_size, device=device)

@@ -1,6 +1,6 @@
 """Configuration of a reward-model training run (``editrl reward train``).
 
-A dataclass tree in the trl style: one section for the model (owned by ``reward/config.py``), one for
+A dataclass tree in the trl style: one section for the model (owned by ``reward/model/config.py``), one for
 the data, one for the optimisation; every field says what it does. Loaded only through
 ``editrl.config.load_config(RewardTrainConfig, path, overrides)``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reward.config import RewardModelConfig
+from reward.model.config import RewardModelConfig
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RewardDataConfig:
     # The dimensions are combined by `model.aggregation` (mean / min / sum), in the loss and in scoring alike.
     loss: Literal["uncertainty", "bradley_terry", "pointwise"] = "uncertainty"
     # Weight of the per-dimension ranking loss added to a ranking objective: each head is also ranked on its own
-    # dimension's human labels (reward.loss.dimension_ranking_loss); 0 = the paper's aggregated loss alone.
+    # dimension's human labels (reward.train.loss.dimension_ranking_loss); 0 = the paper's aggregated loss alone.
     dimension_loss_weight: float = 0.0
     # Expectation estimator of the uncertainty loss: deterministic Gauss-Hermite or the official Monte Carlo.
     estimator: Literal["quadrature", "mc"] = "quadrature"
@@ -87,6 +87,9 @@ class RewardOptimConfig:
     eval_every: int = 200
     # Resumable checkpoint every this many optimiser steps (0 = only at the end).
     save_every: int = 0
+    # Resumable checkpoints kept in out_dir/checkpoints (the newest complete ones; older ones are deleted as new
+    # ones are committed); 0 = keep all. Two, so that a torn newest checkpoint still leaves one to resume from.
+    keep_checkpoints: int = 2
     # Seed of initialisation, data order (seed, epoch) and dropout.
     seed: int = 0
     # bf16 mixed precision on GPU (ignored on CPU, where training runs in fp32).
@@ -102,7 +105,7 @@ class RewardTrainConfig:
     """A whole reward-model training run."""
 
     # The reward model: backbone, image area, prompt, heads, aggregation, gradient checkpointing,
-    # freeze-vision / LoRA (reward/config.py); saved inside every checkpoint.
+    # freeze-vision / LoRA (reward/model/config.py); saved inside every checkpoint.
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
     # Preference data and objective.
     data: RewardDataConfig = field(default_factory=RewardDataConfig)
@@ -110,7 +113,8 @@ class RewardTrainConfig:
     train: RewardOptimConfig = field(default_factory=RewardOptimConfig)
     # Output folder: config.yaml, metrics.jsonl, checkpoints/, final/ (the model), training_curve.png.
     out_dir: str = "runs/reward"
-    # Resume from this checkpoint folder (a `checkpoints/step-N` of an earlier run); "auto" = latest in out_dir.
+    # Resume from this checkpoint folder (a `checkpoints/step_XXXXXX` of an earlier run); "auto" = the newest
+    # complete one in out_dir that loads (torn or unreadable ones are skipped with a warning).
     resume: str | None = None
     # Start from the weights of this reward checkpoint (a `final/` or shipped folder, safetensors) instead of a fresh
     # model: fine-tuning, e.g. on a policy's own samples. Its reward_config.yaml must equal the `model` section in

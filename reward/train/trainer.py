@@ -4,15 +4,16 @@
     log, validate, checkpoint) -> final model + training curve
 
 Data order is a pure function of (seed, epoch) and the optimiser step, so a run resumed from a
-checkpoint (model via ``save_checkpoint``, optimiser tensors in safetensors + JSON metadata, RNG states,
-step) continues with exactly the loss curve it would have had without interruption. Nothing is pickled.
+checkpoint (``reward.train.state``: model, optimiser, RNG states and step through ``editrl.checkpoint``)
+continues with exactly the loss curve it would have had without interruption. The global batch of a step is
+the same pairs whatever the number of processes (each rank takes its slice of them), and the logged loss is
+the mean over all of them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any
 
 import torch
 
+from editrl.checkpoint import CheckpointStore
 from editrl.config import config_to_dict, save_config
 from editrl.metrics import MetricsSink
-from reward.data import (GroupCollator, GroupDataset, PairCollator, PairDataset, PreferencePair, epoch_order,
-                         load_pairs, split_by_group, subsample, training_samples)
-from reward.train_config import RewardTrainConfig
+from reward.train.config import RewardTrainConfig
+from reward.train.data import (GroupCollator, GroupDataset, PairCollator, PairDataset, PreferencePair, epoch_order,
+                               load_pairs, split_by_group, subsample, training_samples)
+from reward.train.state import resume_training, save_training_state
 
 
 @dataclass
@@ -43,7 +46,7 @@ class TrainResult:
 
 def build_model(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
     """A fresh reward model and its processor from the model config (local checkpoint or tiny-from-config)."""
-    from reward.model import build_reward_model
+    from reward.model.editreward import build_reward_model
 
     return build_reward_model(model_cfg)
 
@@ -55,7 +58,7 @@ _RUNTIME_FIELDS = {"dtype", "gradient_checkpointing", "freeze_vision"}
 def init_weights_from(model: torch.nn.Module, model_cfg: Any, checkpoint: str | Path) -> None:
     """Copy a reward checkpoint's weights into a freshly built ``model`` (``init_from``: fine-tuning)."""
     from editrl.io import DataError
-    from reward.model import REWARD_CONFIG_NAME, load_checkpoint
+    from reward.model.editreward import REWARD_CONFIG_NAME, load_checkpoint
 
     source, _, source_cfg = load_checkpoint(checkpoint)
     want, have = config_to_dict(model_cfg), config_to_dict(source_cfg)
@@ -75,7 +78,7 @@ def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor,
 
     ``data.dimension_loss_weight`` > 0 adds that times the per-dimension ranking loss (each head ranked on its
     own dimension's labels) to the ranking objectives."""
-    from reward import loss as L
+    from reward.train import loss as L
 
     b = mu.shape[0] // 2
     kind, agg = cfg.data.loss, cfg.model.aggregation
@@ -95,132 +98,9 @@ def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor,
 
 def aggregate_scores(mu: torch.Tensor, log_sigma: torch.Tensor, how: str) -> torch.Tensor:
     """One ranking score per row (B,) from per-dimension Gaussians (B, D)."""
-    from reward.loss import aggregate
+    from reward.train.loss import aggregate
 
     return aggregate(mu, log_sigma, how)[0]
-
-
-# ---- checkpoints -----------------------------------------------------------------------------------
-
-def _optimizer_chain(optimizer: Any) -> list[Any]:
-    """accelerate's wrapper -> (DeepSpeed's wrapper -> ZeRO optimiser ->) the torch optimiser, outermost first.
-
-    Under ZeRO the innermost optimiser's parameters are this rank's flat fp32 partitions, so its state is plain
-    tensors that safetensors can hold (DeepSpeed's own checkpoints are pickles, which editrl never writes or reads)."""
-    chain = [optimizer]
-    while hasattr(chain[-1], "optimizer"):
-        chain.append(chain[-1].optimizer)
-    return chain
-
-
-def _optimizer_file(rank: int) -> str:
-    return "optimizer.safetensors" if rank == 0 else f"optimizer-rank{rank}.safetensors"
-
-
-def save_optimizer_state(ckpt_dir: Path, optimizer: Any, rank: int = 0) -> dict[str, Any]:
-    """This rank's optimiser state -> ``optimizer[-rankR].safetensors``; returns the JSON metadata."""
-    from safetensors.torch import save_file
-
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tensors, meta = _flatten_optimizer(_optimizer_chain(optimizer)[-1].state_dict())
-    save_file(tensors, str(ckpt_dir / _optimizer_file(rank)))
-    return meta
-
-
-def save_training_state(ckpt_dir: Path, model: torch.nn.Module, processor: Any, cfg: RewardTrainConfig,
-                        optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> Path:
-    """Write a resumable checkpoint: the model (save_checkpoint), optimiser, scheduler, RNG states, step."""
-    from safetensors.torch import save_file
-
-    from reward.model import save_checkpoint
-
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, processor, cfg.model, ckpt_dir, extra={"train_step": state["step"]})
-    meta = save_optimizer_state(ckpt_dir, optimizer, rank=0)
-    rng = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"torch_cuda_{i}"] = s
-    save_file(rng, str(ckpt_dir / "rng.safetensors"))
-    trainer_state = {**state, "optimizer": meta, "scheduler": scheduler.state_dict(),
-                     "python_random": _jsonable_random_state(random.getstate())}
-    (ckpt_dir / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1, default=_no_callables))
-    return ckpt_dir
-
-
-def load_training_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: Any, rank: int = 0) -> dict[str, Any]:
-    """Restore what save_training_state wrote into live objects; returns the trainer state (step, ...)."""
-    from safetensors.torch import load_file
-
-    from editrl.io import DataError
-    from reward.model import load_checkpoint
-
-    state_path = ckpt_dir / "trainer_state.json"
-    if not state_path.is_file():
-        raise DataError(ckpt_dir, "not a resumable checkpoint (trainer_state.json missing)")
-    loaded = load_checkpoint(ckpt_dir)
-    loaded_model = loaded[0] if isinstance(loaded, tuple) else getattr(loaded, "model", loaded)
-    model.load_state_dict(loaded_model.state_dict())
-    state = json.loads(state_path.read_text())
-    optimizer_file = ckpt_dir / _optimizer_file(rank)
-    if not optimizer_file.is_file():
-        raise DataError(ckpt_dir, f"{optimizer_file.name} missing (checkpoint written with fewer processes?)")
-    chain = _optimizer_chain(optimizer)
-    chain[-1].load_state_dict(_unflatten_optimizer(load_file(str(optimizer_file)), state.pop("optimizer")))
-    for layer in chain:  # ZeRO keeps fp32 master partitions: copy them from the loaded weights
-        if hasattr(layer, "refresh_fp32_params"):
-            layer.refresh_fp32_params()
-    scheduler.load_state_dict(state.pop("scheduler"))
-    rng = load_file(str(ckpt_dir / "rng.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    if torch.cuda.is_available():
-        cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
-        if cuda_states:
-            torch.cuda.set_rng_state_all(cuda_states)
-    random.setstate(_python_random_state(state.pop("python_random")))
-    return state
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The highest-step ``checkpoints/step-N`` folder of a run, if any."""
-    ckpts = sorted((out_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
-def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """torch optimiser state -> (tensors for safetensors, JSON metadata): state.<param>.<name> keys."""
-    tensors, scalars = {}, {}
-    for pid, pstate in sd["state"].items():
-        for name, value in pstate.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{pid}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{name}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    for key, value in meta["scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _jsonable_random_state(s: tuple) -> list:
-    return [s[0], list(s[1]), s[2]]
-
-
-def _python_random_state(s: list) -> tuple:
-    return (s[0], tuple(s[1]), s[2])
-
-
-def _no_callables(obj: Any) -> Any:
-    return None  # schedulers keep their lambdas in code, not in state
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -335,7 +215,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     model, processor = build_model(cfg.model)
     if cfg.init_from:
         init_weights_from(model, cfg.model, cfg.init_from)
-    from reward.inputs import RewardInputBuilder
+    from reward.model.inputs import RewardInputBuilder
 
     builder = RewardInputBuilder(processor, cfg.model)
     collate = PairCollator(builder)  # validation pairs (and training pairs unless grouped)
@@ -353,13 +233,20 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # ---- resume ------------------------------------------------------------------------------------
+    store = CheckpointStore(out_dir, keep=t.keep_checkpoints)
+    sharded = ds_plugin is not None  # ZeRO: every rank holds (and checkpoints) its own optimiser partition
     step, elapsed_before = 0, 0.0
-    resume_dir = latest_checkpoint(out_dir) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
-    if resume_dir is not None:
-        state = load_training_state(resume_dir, accelerator.unwrap_model(model), optimizer, scheduler, rank)
-        step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-        if is_main:
-            print(f"resumed from {resume_dir} at step {step}")
+    resumed = resume_training(cfg.resume, store, accelerator.unwrap_model(model), optimizer, scheduler, world=world,
+                              rank=rank, sharded=sharded)
+    if resumed is not None:
+        step, elapsed_before = int(resumed[1]["step"]), float(resumed[1].get("elapsed_s", 0.0))
+    if world > 1:  # every rank must restore the same checkpoint (a fallback past a bad file could differ)
+        steps = accelerator.gather(torch.tensor([step], device=device))
+        if bool((steps != step).any()):
+            raise RuntimeError(f"ranks resumed at different steps {steps.tolist()}: a rank's files in "
+                               f"{store.root} do not load; remove the newest checkpoint and rerun")
+    if resumed is not None and is_main:
+        print(f"resumed from {resumed[0]} at step {step}")
 
     sink = MetricsSink(out_dir, wandb_project=cfg.wandb_project, config=config_to_dict(cfg)) if is_main else None
     if is_main:
@@ -369,14 +256,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
               f"{n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable) on {device}")
 
     def checkpoint(at_step: int, elapsed: float) -> Path:
-        ckpt = out_dir / "checkpoints" / f"step-{at_step:06d}"
-        if is_main:
-            save_training_state(ckpt, accelerator.unwrap_model(model), processor, cfg, optimizer, scheduler,
-                                {"step": at_step, "elapsed_s": elapsed, "total_steps": total_steps})
-        elif ds_plugin is not None:  # ZeRO partitions the optimiser state: every rank writes its own part
-            save_optimizer_state(ckpt, optimizer, rank)
-        accelerator.wait_for_everyone()
-        return ckpt
+        return save_training_state(store, at_step, accelerator, model, processor, cfg, optimizer, scheduler,
+                                   {"elapsed_s": elapsed, "total_steps": total_steps}, sharded=sharded)
 
     # ---- loop --------------------------------------------------------------------------------------
     # micro-batch m (global, across epochs) is a pure function of (seed, m): a resumed run starts at m = step * accum
@@ -405,23 +286,30 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
                     rows_d = rows.to(device)
                     mu, log_sigma, scores = mu[rows_d], log_sigma[rows_d], scores[rows]
                 loss = pair_loss(cfg, mu, log_sigma, scores.to(device))
+                b, weight = scores.shape[0] // 2, 1.0             # this rank's pairs; its share of the global batch
+                if world > 1:  # DDP averages the ranks' gradients: weigh each rank's mean by its pairs (groups vary)
+                    b_all = int(accelerator.reduce(torch.tensor([b], device=device), "sum"))
+                    weight = b * world / b_all
+                    loss = loss * weight                          # the mean over ranks is the global pairs' mean
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
+            with torch.no_grad():                                 # loss, accuracy, sigma of the global batch
                 s = aggregate_scores(mu, log_sigma, cfg.model.aggregation)   # (2B,)
-                b = scores.shape[0] // 2
-                step_acc += float((s[:b] > s[b:]).float().mean()) / t.grad_accum
-                sig = log_sigma.exp().mean(0)                     # (D,)
-                sigma_sum = sig if sigma_sum is None else sigma_sum + sig
-            step_loss += float(loss.detach()) / t.grad_accum
-            step_pairs += b
+                acc = (s[:b] > s[b:]).float().mean().view(1)
+                stats = torch.cat([loss.detach().view(1), acc * weight, log_sigma.exp().mean(0) * weight])
+                if world > 1:
+                    stats = accelerator.reduce(stats, "mean")
+                sigma_sum = stats[2:] if sigma_sum is None else sigma_sum + stats[2:]  # (D,)
+            step_loss += float(stats[0]) / t.grad_accum
+            step_acc += float(stats[1]) / t.grad_accum
+            step_pairs += b if world == 1 else b_all
         scheduler.step()
         step += 1
         losses.append(step_loss)
-        pairs_since_log += step_pairs * world
+        pairs_since_log += step_pairs
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", acc=f"{step_acc:.2f}")
         elapsed = elapsed_before + time.perf_counter() - t_start
@@ -440,6 +328,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
 
         # ---- validate ------------------------------------------------------------------------------
         out_of_time = t.time_budget_minutes is not None and elapsed >= 60.0 * t.time_budget_minutes
+        if world > 1 and t.time_budget_minutes is not None:  # the ranks' clocks differ: stop together
+            out_of_time = bool(accelerator.reduce(torch.tensor([float(out_of_time)], device=device), "sum") > 0)
         finishing = step == total_steps or out_of_time or step == stop_at_step
         if len(val_set) and ((t.eval_every and step % t.eval_every == 0) or finishing):
             val_acc, val_margin = pairwise_accuracy_on(accelerator.unwrap_model(model), val_set, collate,
@@ -462,7 +352,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     # ---- final model + training curve ------------------------------------------------------------------
     final_dir = None
     if is_main and not interrupted:
-        from reward.model import save_checkpoint
+        from reward.model.editreward import save_checkpoint
 
         final_dir = out_dir / "final"
         save_checkpoint(accelerator.unwrap_model(model), processor, cfg.model, final_dir,
@@ -499,4 +389,4 @@ def plot_training_curve(metrics_path: Path, png_path: Path) -> Path | None:
 
 
 __all__ = ["TrainResult", "train", "build_model", "pair_loss", "prepare_pairs", "pairwise_accuracy_on",
-           "save_training_state", "load_training_state", "latest_checkpoint", "plot_training_curve"]
+           "resume_training", "plot_training_curve"]

@@ -9,7 +9,7 @@ dimension 2 = visual quality). Its overall outcome is decided by the summed scor
   ``(A, B)`` and ``(B, A)`` (eq. 6): the model must learn that each is better along one axis;
 * any other tie carries no ranking signal and is dropped.
 
-This is a pure function of the scores; ``reward.data.training_samples`` applies the same rule to
+This is a pure function of the scores; ``reward.train.data.training_samples`` applies the same rule to
 ``PreferencePair`` objects read from disk.
 """
 

@@ -2,7 +2,7 @@
 
 ``RewardModelConfig`` is the part of a reward run's config that describes the *model*; it is saved as
 ``reward_config.yaml`` inside every reward checkpoint so that a checkpoint can be rebuilt without the
-run's YAML. The training loop's own settings live in ``reward/train_config.py``.
+run's YAML. The training loop's own settings live in ``reward/train/config.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-DEFAULT_DIMENSIONS: tuple[str, ...] = ("instruction_following", "visual_quality")
+from editrl.dimensions import DIMENSIONS
 
 
 @dataclass
@@ -56,7 +56,7 @@ class RewardModelConfig:
     head_width: int = 64  # first hidden width of the MLP head(s) (official: 1024)
     head_bottleneck: int = 16  # second hidden width of the MLP head(s) (official: 16)
     head_dropout: float = 0.05  # dropout after the first head layer (official: 0.05)
-    dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS  # scored dimensions, in output order
+    dimensions: tuple[str, ...] = DIMENSIONS  # scored dimensions, in output order
     aggregation: Literal["mean", "min", "sum"] = "mean"  # how dimensions combine into the ranking score
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # backbone dtype (heads always run in float32)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # attention kernel of the backbone

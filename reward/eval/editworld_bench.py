@@ -125,8 +125,8 @@ def model_scorer(model: Any, processor: Any, model_cfg: Any, batch_size: int = 6
         import torch
         from tqdm.auto import tqdm
 
-        from reward.inputs import RewardInputBuilder
-        from reward.loss import aggregate
+        from reward.model.inputs import RewardInputBuilder
+        from reward.train.loss import aggregate
 
         builder = RewardInputBuilder(processor, model_cfg)
         device = next(model.parameters()).device
@@ -173,7 +173,7 @@ def random_scorer(seed: int = 0) -> ScoreFn:
 
 def load_model_for_eval(checkpoint: str | Path) -> tuple[Any, Any, Any]:
     """(model, processor, model_cfg) from a reward checkpoint folder."""
-    from reward.model import load_checkpoint
+    from reward.model.editreward import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     if isinstance(loaded, tuple):
@@ -185,7 +185,7 @@ def untrained_like(model_cfg: Any, seed: int = 0) -> tuple[Any, Any]:
     """A freshly initialised model of the same architecture: the untrained-backbone-with-heads baseline."""
     import torch
 
-    from reward.trainer import build_model
+    from reward.train.trainer import build_model
 
     torch.manual_seed(seed)
     return build_model(model_cfg)

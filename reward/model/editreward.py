@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward.config import RewardModelConfig
+from reward.model.config import RewardModelConfig
 
 WEIGHTS_NAME = "model.safetensors"
 BACKBONE_CONFIG_NAME = "backbone_config.json"
@@ -187,7 +187,7 @@ class EditRewardModel(nn.Module):
                 **unused: Any) -> RewardOutput:
         """Every dimension's (mu, log_sigma), shape (B, D), from one backbone pass over a builder batch."""
         if mm_token_type_ids is None:
-            raise ValueError("mm_token_type_ids missing: build batches with reward.inputs.RewardInputBuilder")
+            raise ValueError("mm_token_type_ids missing: build batches with reward.model.inputs.RewardInputBuilder")
         hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids,
                                        position_ids, pixel_values_videos, video_grid_thw, second_per_grid_ts)
         return self.head_outputs(self.reward_hidden(self._head_states(hidden), input_ids))
@@ -266,7 +266,7 @@ class EditRewardModel(nn.Module):
 # -- construction ------------------------------------------------------------------------------------
 def build_reward_model(model_cfg: RewardModelConfig, processor_dir: str | Path | None = None) -> tuple[EditRewardModel, Any]:
     """A fresh reward model and its processor: tiny from scratch, or a local backbone checkpoint + new heads."""
-    from reward.backbone import build_tiny_backbone, build_tiny_processor, ensure_reward_token, load_backbone
+    from reward.model.backbone import build_tiny_backbone, build_tiny_processor, ensure_reward_token, load_backbone
 
     if model_cfg.backbone == "tiny":
         processor = build_tiny_processor(processor_dir, model_cfg)
@@ -310,7 +310,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
 
     from editrl.config import ConfigError, load_config
     from editrl.io import DataError
-    from reward.backbone import backbone_from_config, ensure_reward_token, load_processor
+    from reward.model.backbone import backbone_from_config, ensure_reward_token, load_processor
 
     path = Path(path)
     if not path.is_dir():

@@ -22,12 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from editrl.dimensions import DIMENSIONS
 from editrl.io import DataError, iter_jsonl, load_image, resolve_path
 
-try:
-    from editworld import DIMENSIONS
-except ImportError:  # editworld not importable: the contract's names (docs/contracts.md)
-    DIMENSIONS = ("instruction_following", "visual_quality")
 EDITWORLD_PAIR_FIELDS = ("source", "instruction", "preferred", "rejected", "preferred_scores", "rejected_scores")
 OFFICIAL_PAIR_FIELDS = ("prompt", "path_src", "path1", "path2")
 
@@ -263,7 +260,7 @@ class PairDataset:
 class PairCollator:
     """Collate B pairs into one model batch of 2B sequences: rows [0, B) are winners, [B, 2B) losers.
 
-    ``builder`` is a ``reward.inputs.RewardInputBuilder`` (``builder(sources, instructions, editeds)``).
+    ``builder`` is a ``reward.model.inputs.RewardInputBuilder`` (``builder(sources, instructions, editeds)``).
     Returns ``(model_inputs, scores)`` where ``scores`` is a float tensor (2B, D) of the human scores in
     the same row order (used by the point-wise loss).
     """

@@ -17,7 +17,7 @@ from typing import Any, Sequence, Union
 
 from PIL import Image
 
-from reward.config import RewardModelConfig
+from reward.model.config import RewardModelConfig
 
 ImageLike = Union[Image.Image, str, Path]
 
