@@ -51,9 +51,9 @@ class Table3Config:
     sft_overrides: list[str] = field(default_factory=list)  # extra `editrl policy sft` key=value overrides
     n_eval: int = 200  # held-out tasks
     eval_steps: int = 20  # sampling steps at evaluation (ODE, no noise)
-    eval_batch_size: int = 50
+    eval_batch_size: int = 50  # edits per sampling call of the held-out evaluation
     bootstrap: int = 2000  # bootstrap resamples for the CIs
-    progress: bool = True
+    progress: bool = True  # tqdm bars
 
     def with_budget_minutes(self, minutes: float, steps_per_second: float = 1.7) -> "Table3Config":
         """Scale SFT steps to about ``minutes`` per arm at ``steps_per_second`` (measured on the 2-core box)."""

@@ -43,11 +43,13 @@ class SFTTrainSection:
 class SFTEvalSection:
     num_tasks: int = 64  # held-out editworld tasks scored by the oracle at the end (0 = skip)
     num_steps: int = 10  # ODE steps
-    batch_size: int = 32
+    batch_size: int = 32  # edits per sampling call of the held-out evaluation
 
 
 @dataclass
 class SFTConfig:
+    """A flow-matching SFT run (``editrl policy sft``)."""
+
     out: str = "runs/editworld-sft"  # output folder; rerun the same command to resume
     seed: int = 0  # model init, noise and timesteps
     log_every: int = 10  # steps between metrics rows
@@ -56,7 +58,7 @@ class SFTConfig:
     save_to: str | None = None  # also write the final editor here (e.g. rollout/weights/editworld-tiny)
     wandb_project: str | None = None  # mirror metrics to wandb when set
     progress: bool = True  # tqdm bar
-    editor: SFTEditorSection = field(default_factory=SFTEditorSection)
-    data: SFTDataSection = field(default_factory=SFTDataSection)
-    train: SFTTrainSection = field(default_factory=SFTTrainSection)
-    eval: SFTEvalSection = field(default_factory=SFTEvalSection)
+    editor: SFTEditorSection = field(default_factory=SFTEditorSection)  # which editor is trained
+    data: SFTDataSection = field(default_factory=SFTDataSection)  # where (source, instruction, target) rows come from
+    train: SFTTrainSection = field(default_factory=SFTTrainSection)  # optimiser, schedule, sigma sampling
+    eval: SFTEvalSection = field(default_factory=SFTEvalSection)  # held-out oracle evaluation of the final editor

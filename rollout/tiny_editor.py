@@ -59,7 +59,7 @@ class TinyEditorConfig:
     single_layers: int = 2  # FLUX single-stream blocks
     text_hidden: int = 64  # CLIP text encoder width
     text_layers: int = 2  # CLIP text encoder depth
-    text_heads: int = 4
+    text_heads: int = 4  # attention heads of the CLIP-style text encoder
     max_text_length: int = 16  # tokens including [BOS] / [EOS]
     shift: float = 1.0  # static shift of the sigma schedule (1 = none)
     source_conditioning: str = "tokens"  # "tokens": Kontext-style appended source tokens; "channels": the packed
