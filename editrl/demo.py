@@ -4,8 +4,8 @@ Stages, each through the same public functions (mostly the very CLI commands) a 
   WORLD      ``editrl world generate`` + ``check``: an editworld dataset with exact ground truth
   REWARD     ``editrl reward eval``: pairwise accuracy of the reward model on the held-out bench split beside
              baselines. The reward is ``--reward CKPT``, else the shipped ``reward/weights/editworld-tiny`` if it
-             holds weights, else (none is shipped yet) one the demo trains briefly itself with ``editrl reward
-             train`` on the world it generated -- the report says so plainly.
+             holds weights, else one the demo trains briefly itself with ``editrl reward train`` on the world it
+             generated -- the report says which.
   CURATE     ``editrl curate --top-fraction 0.5`` on some training rows: does the reward keep the better edits?
   BEST-OF-N  ``editrl best-of-n --sweep``: oracle score of the reward's pick among N samples, N = 1, 2, 4, 8
   GRPO       ``editrl policy grpo`` (configs/policy/editworld-grpo.yaml, shrunk): a few RL steps of the tiny
@@ -13,16 +13,6 @@ Stages, each through the same public functions (mostly the very CLI commands) a 
 The editor is the shipped ``rollout/weights/editworld-tiny`` when present, else a fresh (random) tiny editor.
 Each stage writes into ``out/<stage>/``; the report is ``out/report.html``, stage wall times ``out/timings.json``.
 ``--quick`` shrinks every stage to a smoke test (tests/editrl/test_demo.py); ``--skip curate,grpo`` skips stages.
-
-Measured wall time of ``editrl demo --out runs/demo`` (defaults, no reward shipped so it trains one for 300 steps;
-OMP_NUM_THREADS=1, nice, 2-core machine shared with training jobs and a pytest run, 2026-11-29): 292 s (4.9 min):
-world 37 s, reward 145 s (141 s of it the brief training), curate 2 s, best-of-n 5 s, grpo 103 s.
-Again with the shipped tiny editor (OMP_NUM_THREADS=1, beside one training job): 142 s — world 7 s, reward 88 s,
-curate 1 s, best-of-n 4 s, grpo 41 s.
-With both shipped models (reward and editor; OMP_NUM_THREADS=1 beside a pytest run, 2026-12-02): 58 s — world 6 s,
-reward 13 s, curate 2 s, best-of-n 4 s, grpo 33 s. On an idle machine (2026-12-02, evening, the stage-3 reward): 29 s —
-world 5 s, reward 7 s, curate 2 s, best-of-n 4 s, grpo 11 s. Idle, with the stage-4 reward and GRPO's DGPO loss
-(2026-12-02, night): 32 s — world 7 s, reward 8 s, curate 2 s, best-of-n 3 s, grpo 13 s.
 """
 
 from __future__ import annotations
