@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 QWEN25_VL_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                          num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6, vocab_size=152064,
@@ -79,8 +79,6 @@ def full_shapes_model_config() -> Any:
 def build_bench_scorer(checkpoint: str | None = None, *, device: str = "cpu", full_shapes: bool = False,
                        batch_size: int = 32) -> tuple[Any, str]:
     """The scorer to benchmark and a label: a checkpoint, the tiny model (random weights), or a 7B-shaped one."""
-    import torch
-
     from reward.serve.scorer import RewardScorer
 
     if checkpoint:
@@ -92,12 +90,22 @@ def build_bench_scorer(checkpoint: str | None = None, *, device: str = "cpu", fu
         cfg = RewardModelConfig()
         model, processor = build_reward_model(cfg)
         return RewardScorer(model, processor, cfg, batch_size=batch_size, device=device), "tiny Qwen2.5-VL (random weights)"
+    cfg = full_shapes_model_config()
+    model, processor = build_full_shapes_model(device, cfg)
+    return RewardScorer(model, processor, cfg, batch_size=batch_size, device=device), "Qwen2.5-VL-7B shapes (random weights, bf16)"
+
+
+def build_full_shapes_model(device: str, cfg: Any = None) -> tuple[Any, Any]:
+    """A Qwen2.5-VL-7B-shaped ``EditRewardModel`` (seeded random weights, bf16) and its processor, built on
+    ``device``; ``cfg`` (default ``full_shapes_model_config()``) sets the input format and the training options
+    (gradient checkpointing, LoRA, frozen vision) the model applies."""
+    import torch
     from transformers import Qwen2_5_VLModel
 
     from reward.model.backbone import build_tiny_processor, ensure_reward_token
     from reward.model.editreward import EditRewardModel
 
-    cfg = full_shapes_model_config()
+    cfg = cfg or full_shapes_model_config()
     processor = build_tiny_processor(None, cfg)
     reward_id = ensure_reward_token(processor, cfg.reward_token)
     config = qwen25_vl_7b_config(processor)
@@ -110,8 +118,7 @@ def build_bench_scorer(checkpoint: str | None = None, *, device: str = "cpu", fu
             backbone = Qwen2_5_VLModel(config)
     finally:
         torch.set_default_dtype(default_dtype)
-    model = EditRewardModel(backbone, cfg, reward_id)
-    return RewardScorer(model, processor, cfg, batch_size=batch_size, device=device), "Qwen2.5-VL-7B shapes (random weights, bf16)"
+    return EditRewardModel(backbone, cfg, reward_id), processor
 
 
 def bench_inputs(items: int, image_size: int, seed: int = 0) -> list[tuple[Any, str, list[Any]]]:
@@ -167,8 +174,10 @@ def _timed(fn: Any, device: str) -> tuple[Any, float]:
 
 
 def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8, 16), label: str = "",
-              device: str = "cpu", progress: bool = True) -> BenchResult:
-    """Time every style on the same edits; returns edits/s, the ratio to official-style, and score agreement."""
+              device: str = "cpu", progress: bool = True,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> BenchResult:
+    """Time every style on the same edits; returns edits/s, the ratio to official-style, and score agreement.
+    ``on_row(row)`` is called as each row is measured (``editrl.gpu_check`` records rows as they come)."""
     items = _singles(groups)
     first = scorer.builder([items[0].source], [items[0].instruction], [items[0].edited])
     result = BenchResult(device=device, model=label, items=len(items), tokens_per_edit=int(first["input_ids"].shape[1]))
@@ -194,6 +203,8 @@ def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8
         result.rows.append(row)
         if progress:
             print(f"  {name}: {rate:.2f} edits/s", flush=True)
+        if on_row is not None:
+            on_row(row)
     base = result.rows[0]["edits_per_s"]
     for row in result.rows:
         row["ratio_to_official"] = round(row["edits_per_s"] / base, 3)
