@@ -69,10 +69,7 @@ def clipped_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter
                     kl = kl_penalty(mean, mean_ref, std.reshape(-1))
                 loss = policy_loss + lc.beta * kl
                 scaled = loss / (n_t * tr.grad_accum)
-                if accelerator is not None:
-                    accelerator.backward(scaled)
-                else:
-                    scaled.backward()
+                backward(scaled, accelerator)
                 stats = policy_loss_stats(logp.detach(), old, lc.clip_range)
                 totals["loss"] += float(loss.detach())
                 totals["policy_loss"] += float(policy_loss.detach())
@@ -87,6 +84,14 @@ def clipped_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter
     out["grad_norm"] = totals["grad_norm"] / max(n_opt, 1)
     out["optimizer_steps"] = float(n_opt)
     return out
+
+
+def backward(loss: torch.Tensor, accelerator: Any = None) -> None:
+    """Accumulate gradients of ``loss`` (through accelerate when it runs the show)."""
+    if accelerator is not None:
+        accelerator.backward(loss)
+    else:
+        loss.backward()
 
 
 def optimizer_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, max_grad_norm: float,
@@ -194,10 +199,7 @@ def dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]], 
                 err, err_ref = noised_errors(editor, x0, noise, t, cond, cfg.sampling.guidance, reference)
                 loss, acc = flow_dpo_loss(err[:P], err_ref[:P], err[P:], err_ref[P:], tr.beta)
                 scaled = loss / (tr.timesteps_per_pair * tr.grad_accum)
-                if accelerator is not None:
-                    accelerator.backward(scaled)
-                else:
-                    scaled.backward()
+                backward(scaled, accelerator)
                 totals["loss"] += float(loss.detach())
                 totals["accuracy"] += float(acc)
                 n_terms += 1
@@ -252,10 +254,7 @@ def group_dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Paramet
                 err, err_ref = noised_errors(editor, x0, noise, t, cond, cfg.sampling.guidance, reference)
                 loss, acc = group_dpo_loss(err, err_ref, advantages[rows], ids, lc.beta)
                 scaled = loss / (lc.timesteps_per_group * tr.grad_accum)
-                if accelerator is not None:
-                    accelerator.backward(scaled)
-                else:
-                    scaled.backward()
+                backward(scaled, accelerator)
                 totals["loss"] += float(loss.detach())
                 totals["accuracy"] += float(acc)
                 n_terms += 1
