@@ -11,12 +11,14 @@ reward token) per candidate. Batches are right-padded; the reward token is found
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 from PIL import Image
 
+from editrl.io import InputLimits, image_size_problem, input_limits, text_problem
 from reward.model.config import RewardModelConfig
 
 ImageLike = Union[Image.Image, str, Path]
@@ -94,33 +96,45 @@ PROMPTS: dict[str, PromptTemplate] = {
 
 
 class InputError(ValueError):
-    """One edit cannot be turned into model input (empty instruction, undecodable image)."""
+    """One edit cannot be turned into model input (empty instruction, undecodable image, over a limit)."""
 
 
-def load_rgb(image: ImageLike, what: str = "image") -> Image.Image:
-    """A PIL RGB image from a PIL image or a path; raises InputError (naming the file) if it cannot be read."""
+# What a chat template's control tokens look like (Qwen: <|im_start|>, <|image_pad|>, ...): refused in instructions
+# even where no tokenizer is at hand to list its own special tokens.
+SPECIAL_TOKEN_PATTERN = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>")
+
+
+def load_rgb(image: ImageLike, what: str = "image", limits: InputLimits | None = None) -> Image.Image:
+    """A PIL RGB image from a PIL image or a path; raises InputError (naming the file) if it cannot be read or is
+    over the limits (``editrl.io.InputLimits``: pixels, aspect ratio)."""
     if isinstance(image, Image.Image):
+        problem = image_size_problem(*image.size, limits)
+        if problem is not None:
+            raise InputError(f"{what}: {problem}")
         return image.convert("RGB") if image.mode != "RGB" else image
     if isinstance(image, (str, Path)):
         from editrl.io import DataError, load_image
 
         try:
-            return load_image(image)
+            return load_image(image, limits=limits)
         except DataError as err:
             raise InputError(f"{what}: {err}") from err
     raise InputError(f"{what}: expected a PIL image or a path, got {type(image).__name__}")
 
 
-def check_instruction(instruction: Any, special_tokens: Sequence[str] = ()) -> str:
-    """The instruction, stripped; raises InputError if it is empty, not text, or smuggles special tokens."""
-    if not isinstance(instruction, str):
-        raise InputError(f"instruction: expected a string, got {type(instruction).__name__}")
+def check_instruction(instruction: Any, special_tokens: Sequence[str] = (), limits: InputLimits | None = None) -> str:
+    """The instruction, stripped; raises InputError if it is empty, not text (or not valid Unicode), longer than
+    ``limits.max_instruction_chars``, or smuggles special tokens (``special_tokens``, or anything shaped like one)."""
+    problem = text_problem(instruction, limits)
+    if problem is not None:
+        raise InputError(f"instruction: {problem.replace('empty instruction', 'empty')}")
     text = instruction.strip()
-    if not text:
-        raise InputError("instruction: empty")
     for token in special_tokens:
         if token in text:
             raise InputError(f"instruction: contains the special token {token!r}")
+    found = SPECIAL_TOKEN_PATTERN.search(text)
+    if found:
+        raise InputError(f"instruction: contains {found.group()!r}, which has the form of a special token")
     return text
 
 
@@ -145,9 +159,22 @@ class RewardInputBuilder:
         self._special = tuple(str(t) for t in tokenizer.all_special_tokens) + (model_cfg.reward_token,)
 
     # -- text ----------------------------------------------------------------------------------------
+    def check_instruction(self, instruction: Any) -> str:
+        """The clean instruction, or InputError: ``check_instruction`` plus this tokenizer's special tokens and the
+        token limit (``limits.max_instruction_tokens``)."""
+        limits = input_limits()
+        text = check_instruction(instruction, self._special, limits)
+        if len(text.encode("utf-8")) > limits.max_instruction_tokens:  # a byte-level BPE token is >= 1 byte
+            n = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n > limits.max_instruction_tokens:
+                raise InputError(f"instruction: {n:,} tokens, more than max_instruction_tokens = "
+                                 f"{limits.max_instruction_tokens:,} (EDITRL_MAX_INSTRUCTION_TOKENS or "
+                                 "limits.max_instruction_tokens)")
+        return text
+
     def prefix_text(self, instruction: str) -> str:
         """Prompt + source placeholder + instruction: what all candidates of a group share."""
-        return self.template.prefix.replace("{instruction}", check_instruction(instruction, self._special))
+        return self.template.prefix.replace("{instruction}", self.check_instruction(instruction))
 
     def suffix_text(self) -> str:
         """Edited-image placeholder + reward token: what each candidate adds."""

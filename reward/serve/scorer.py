@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from reward.model.config import RewardModelConfig
-from reward.model.inputs import ImageLike, InputError, RewardInputBuilder, check_instruction, load_rgb
+from reward.model.inputs import ImageLike, InputError, RewardInputBuilder, load_rgb
 
 
 @dataclass
@@ -92,7 +92,7 @@ class RewardScorer:
         ready: list[tuple[int, Any, str, Any]] = []
         for i, item in enumerate(items):
             try:
-                instruction = check_instruction(item.instruction, self.builder._special)
+                instruction = self.builder.check_instruction(item.instruction)
                 ready.append((i, load_rgb(item.source, "source"), instruction, load_rgb(item.edited, "edited")))
             except InputError as err:
                 results[i] = ScoredEdit.failed(self.dimensions, str(err))
@@ -137,7 +137,7 @@ class RewardScorer:
             return _Prepared(error=f"expected (source, instruction, [edited, ...]), got {type(group).__name__}")
         p = _Prepared(edited=[None] * len(edited), edited_errors=[None] * len(edited))
         try:
-            p.instruction = check_instruction(instruction, self.builder._special)
+            p.instruction = self.builder.check_instruction(instruction)
             p.source = load_rgb(source, "source")
         except InputError as err:
             p.error = str(err)
