@@ -35,9 +35,12 @@ class RewardDataConfig:
     max_pairs: int | None = None
     # Maximum number of validation pairs scored at each evaluation (keeps evaluation cheap); None = all.
     max_val_pairs: int | None = 512
-    # Training objective: the paper's uncertainty-aware ranking loss, plain Bradley-Terry, or point-wise regression (eq. 5).
-    # The dimensions are combined by `model.aggregation` (mean / min / sum), in the loss and in scoring alike.
-    loss: Literal["uncertainty", "bradley_terry", "pointwise"] = "uncertainty"
+    # Training objective: the paper's uncertainty-aware ranking loss, plain Bradley-Terry, or point-wise regression (eq. 5),
+    # or "probit": the Thurstone likelihood P(w > l) = Phi((mu_w - mu_l) / sqrt(s_w^2 + s_l^2)), whose sigma does not
+    # collapse (the paper's loss is smallest at sigma -> 0 for every pair; docs/experiments/reward-ablations.md).
+    # The dimensions are combined by `model.aggregation` (mean / min / sum), in the loss and in scoring alike; with
+    # "probit" the per-dimension term (`dimension_loss_weight`) is probit too.
+    loss: Literal["uncertainty", "probit", "bradley_terry", "pointwise"] = "uncertainty"
     # Weight of the per-dimension ranking loss added to a ranking objective: each head is also ranked on its own
     # dimension's human labels (reward.train.loss.dimension_ranking_loss); 0 = the paper's aggregated loss alone.
     dimension_loss_weight: float = 0.0

@@ -115,17 +115,21 @@ def _official_mc(delta: torch.Tensor, s: torch.Tensor, num_samples: int, generat
 
 
 def dimension_ranking_loss(mu_w: torch.Tensor, log_sigma_w: torch.Tensor, mu_l: torch.Tensor,
-                           log_sigma_l: torch.Tensor, scores_w: torch.Tensor, scores_l: torch.Tensor) -> torch.Tensor:
+                           log_sigma_l: torch.Tensor, scores_w: torch.Tensor, scores_l: torch.Tensor,
+                           likelihood: str = "uncertainty") -> torch.Tensor:
     """The uncertainty-aware ranking loss on each dimension on its own, with that dimension's own label.
 
     Inputs (B, D). For every (pair, dimension) whose human scores differ, the better image on that dimension is
     the winner of ``E_{z ~ N(mu_a,d - mu_b,d, s_a,d^2 + s_b,d^2)}[-log sigmoid(z)]``; equal scores carry no term.
     Returns the mean over the terms (0 when there are none). It gives each head the dimension it is named after,
-    which the aggregated loss only sees mixed with the other dimension."""
+    which the aggregated loss only sees mixed with the other dimension. ``likelihood="probit"`` uses the
+    Thurstone term ``-log Phi(delta / s)`` (``probit_nll``) instead of the expectation."""
     sign = torch.sign(scores_w.double() - scores_l.double())  # (B, D): +1 winner better on d, -1 loser better
     delta = sign * (mu_w.double() - mu_l.double())
     s = torch.sqrt(torch.exp(2 * log_sigma_w.double()) + torch.exp(2 * log_sigma_l.double()))
-    per = expected_softplus(delta, s)
+    if likelihood not in _PAIR_TERMS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {tuple(_PAIR_TERMS)}")
+    per = _PAIR_TERMS[likelihood](delta, s)
     mask = sign != 0
     if not bool(mask.any()):
         return (mu_w.sum() * 0).to(mu_w.dtype)
@@ -163,8 +167,33 @@ def pointwise_loss(mu: torch.Tensor, log_sigma: torch.Tensor | None = None, targ
     return ((mu.sum(-1) - (z - offset)) ** 2).mean()
 
 
+def probit_nll(delta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """-log Phi(delta / s), elementwise in float64: the Thurstone (case V) likelihood of a win by margin
+    ``delta`` when the two scores are Gaussians whose difference has standard deviation ``s`` (> 0).
+
+    Unlike the expectation of the paper's loss, which is non-decreasing in s for every delta (Jensen: -log sigmoid
+    is convex), this falls in s when delta < 0: a wrong call is cheaper when the model says it is unsure, so the
+    likelihood alone does not drive sigma to 0. d/ds = phi(r) / Phi(r) * delta / s^2 with r = delta / s."""
+    return -torch.special.log_ndtr(delta.double() / s.double())
+
+
+def probit_loss(mu_w: torch.Tensor, log_sigma_w: torch.Tensor, mu_l: torch.Tensor, log_sigma_l: torch.Tensor,
+                aggregation: str = "mean") -> torch.Tensor:
+    """Thurstone / probit ranking loss of winners over losers, inputs (B, D), the batch mean of
+    ``-log P(w > l)`` with ``P(w > l) = Phi((mu_w - mu_l) / sqrt(s_w^2 + s_l^2))`` on the aggregated Gaussians
+    (``aggregate``). The predicted probability is the model's own, so its calibration can be read off sigma."""
+    a_w, s_w = aggregate(mu_w, log_sigma_w, aggregation)
+    a_l, s_l = aggregate(mu_l, log_sigma_l, aggregation)
+    s = torch.sqrt(s_w.double() ** 2 + s_l.double() ** 2)
+    return probit_nll(a_w.double() - a_l.double(), s).mean().to(mu_w.dtype)
+
+
+_PAIR_TERMS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "uncertainty": expected_softplus, "probit": probit_nll}
+
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "uncertainty": ranking_loss,
+    "probit": probit_loss,
     "bradley_terry": bradley_terry_loss,
     "pointwise": pointwise_loss,
 }

@@ -87,12 +87,15 @@ def pair_loss(cfg: RewardTrainConfig, mu: torch.Tensor, log_sigma: torch.Tensor,
     if kind == "uncertainty":
         loss = L.ranking_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:], aggregation=agg,
                               estimator=cfg.data.estimator)
+    elif kind == "probit":
+        loss = L.probit_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:], aggregation=agg)
     else:
         loss = L.bradley_terry_loss(mu[:b], mu[b:], aggregation=agg)
     weight = cfg.data.dimension_loss_weight
     if weight > 0:
         loss = loss + weight * L.dimension_ranking_loss(mu[:b], log_sigma[:b], mu[b:], log_sigma[b:],
-                                                        scores[:b], scores[b:])
+                                                        scores[:b], scores[b:],
+                                                        likelihood="probit" if kind == "probit" else "uncertainty")
     return loss
 
 
