@@ -52,8 +52,9 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def print_summary(summary: dict[str, Any], out: str | Path) -> None:
     """A rich table of counts and score statistics."""
-    from rich.console import Console
     from rich.table import Table
+
+    from editrl.report import console as make_console
 
     table = Table(title=f"curate -> {out}")
     for col in ("", "n", "mean", "p10", "median", "p90"):
@@ -64,11 +65,15 @@ def print_summary(summary: dict[str, Any], out: str | Path) -> None:
             if s.get("n"):
                 table.add_row(label, str(s["n"]), f"{s['mean']:.3f}", f"{s['p10']:.3f}", f"{s['median']:.3f}",
                               f"{s['p90']:.3f}")
-    console = Console()
+    console = make_console()
     console.print(table)
     timing = summary.get("last_call", {})
     console.print(f"total {summary['total']}  scored {summary['scored']}  rejected {summary['rejected']}  "
                   f"kept {summary['kept']}  ({timing.get('rows_per_s', 0):.1f} rows/s this call)")
+    if summary["rejected"]:
+        console.print(f"rejected rows, each with file:line, field and reason: {Path(out) / 'rejects.jsonl'}")
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}")
 
 
 def curate(args: argparse.Namespace) -> int:
@@ -89,6 +94,6 @@ def curate(args: argparse.Namespace) -> int:
     from curation.run import run_curation
 
     cfg = build_config(args)
-    summary = run_curation(cfg)
+    summary = run_curation(cfg, restart=getattr(args, "restart", False))
     print_summary(summary, cfg.out)
     return 0

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from editrl.config import ConfigError
+from editrl.io import InputLimits, input_limits
 
 
 @dataclass
@@ -58,6 +59,7 @@ class CurateConfig:
     batch_size: int = 64  # rows sent to the reward client per call
     selection: SelectionConfig = field(default_factory=SelectionConfig)  # what to keep
     grid_k: int = 8  # the image grid shows the K lowest and K highest examples
+    limits: InputLimits = field(default_factory=input_limits)  # largest image / instruction a row may have (default: EDITRL_MAX_*)
     progress: bool = True  # tqdm progress bar
     seed: int = 0  # reserved for sampling choices (the random-subset baseline of table 3)
 

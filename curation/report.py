@@ -24,7 +24,7 @@ from typing import Any
 from curation.config import SelectionConfig
 from curation.scoring import EDITRL_FIELDS, FOLDER_ALIASES, REJECTS, iter_scores
 from curation.select import Cut, is_kept, ranking_key, select_stream
-from editrl.io import resolve_path
+from editrl.io import resolve_path, temp_path, write_text_atomic
 
 IMAGE_FIELDS = tuple(dict.fromkeys(EDITRL_FIELDS["source"] + EDITRL_FIELDS["edited"] + FOLDER_ALIASES["source"]
                                    + FOLDER_ALIASES["edited"]))
@@ -54,8 +54,8 @@ def _stats(values: array) -> dict[str, float]:
 def _count_lines(path: Path) -> int:
     if not path.is_file():
         return 0
-    with path.open() as f:
-        return sum(1 for text in f if text.strip())
+    with path.open("rb") as f:
+        return sum(1 for raw in f if raw.strip())
 
 
 def write_outputs(out_dir: str | Path, manifest: str | Path, rule: SelectionConfig, grid_k: int = 8) -> dict[str, Any]:
@@ -68,7 +68,8 @@ def write_outputs(out_dir: str | Path, manifest: str | Path, rule: SelectionConf
     lowest: list[tuple[float, int, dict[str, Any]]] = []  # max-heap by negated key
     highest: list[tuple[float, int, dict[str, Any]]] = []
     n_kept = 0
-    with (out_dir / "kept.jsonl").open("w") as kept_f, (out_dir / "all_scored.jsonl").open("w") as all_f:
+    kept_tmp, all_tmp = temp_path(out_dir / "kept.jsonl"), temp_path(out_dir / "all_scored.jsonl")
+    with kept_tmp.open("w") as kept_f, all_tmp.open("w") as all_f:
         for score_row in iter_scores(out_dir):
             key = ranking_key(score_row, rule.uncertainty_k)
             kept = is_kept(score_row, rule, cut)
@@ -89,6 +90,8 @@ def write_outputs(out_dir: str | Path, manifest: str | Path, rule: SelectionConf
             if grid_k > 0:
                 _push(lowest, (-key, score_row["line"], row), grid_k)
                 _push(highest, (key, -score_row["line"], row), grid_k)
+    os.replace(kept_tmp, out_dir / "kept.jsonl")  # each output appears whole or not at all
+    os.replace(all_tmp, out_dir / "all_scored.jsonl")
     n_rejected = _count_lines(out_dir / REJECTS)
     summary = {"total": n_scored + n_rejected, "scored": n_scored, "rejected": n_rejected, "kept": n_kept,
                "selection": {"top_k": rule.top_k, "top_fraction": rule.top_fraction, "threshold": rule.threshold,
@@ -96,7 +99,7 @@ def write_outputs(out_dir: str | Path, manifest: str | Path, rule: SelectionConf
                "cut": None if cut is None else {"rank_key": cut.key, "line": cut.line},
                "scores": {name: _stats(values[name]) for name in values},
                "kept_scores": {name: _stats(kept_values[name]) for name in kept_values}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
     if values:
         plot_histograms(values, kept_values, rule, cut, out_dir / "histograms.png")
     if lowest:

@@ -1,9 +1,13 @@
 """Streaming, resumable scoring of an editing dataset with a reward client.
 
-Rows are read one at a time, validated (images decode, instruction non-empty), batched, scored through the
-reward-client protocol (``score_groups``; consecutive rows sharing source and instruction form one group
-with a shared prefix) and appended to ``scores.jsonl`` as each batch finishes. Rows that cannot be scored
-go to ``rejects.jsonl`` with the file, line, field and reason. Nothing is held beyond one batch.
+Rows are read one at a time (as bytes, decoded line by line), validated (fields have the right types, the
+instruction is non-empty Unicode text within ``editrl.io.InputLimits``, images decode and are within the
+limits), batched, scored through the reward-client protocol (``score_groups``; consecutive rows sharing source
+and instruction form one group with a shared prefix) and appended to ``scores.jsonl`` as each batch finishes.
+Rows that cannot be scored go to ``rejects.jsonl`` with the file, line, field and reason (``<line>`` when the
+line as a whole is bad, ``<reward>`` when the reward model failed on a row it was given); a batch the reward
+client fails on is split until the row that fails it is found, so one bad row never stops the others. Nothing
+is held beyond one batch.
 
 Resume: both output files are written in manifest-line order, so the lines already done are read back as
 a short list of line intervals; a restart skips them. A last line cut off by a crash is removed first (its
@@ -22,7 +26,7 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from curation.config import CurateConfig
-from editrl.io import DataError, load_image, resolve_path
+from editrl.io import DataError, decode_line, iter_lines, load_image, parse_json_row, resolve_path, text_problem
 
 SCORES, REJECTS = "scores.jsonl", "rejects.jsonl"
 
@@ -47,6 +51,7 @@ class ManifestRow:
     row: dict[str, Any]
     source_field: str
     edited_field: str
+    instruction_field: str = "instruction"
 
 
 @dataclass
@@ -76,45 +81,68 @@ def manifest_path(input_path: str | Path, input_format: str) -> Path:
     raise DataError(p, f"no {' or '.join(names)} here (input_format={input_format!r})")
 
 
-def _raw_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each non-blank line; a metadata.json list gives one 'line' per element."""
+def _raw_lines(path: Path) -> Iterator[tuple[int, str | DataError]]:
+    """(line number, text) of each non-blank line, an undecodable line as a DataError; a metadata.json list gives
+    one 'line' per element."""
     if path.suffix == ".json":
         try:
-            items = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"malformed JSON ({err.msg})", line=err.lineno) from err
+            items = json.loads(decode_line(path.read_bytes(), 1))
+        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+            raise DataError(path, f"malformed JSON ({getattr(err, 'msg', err)})", line=getattr(err, "lineno", None)) from err
+        except RecursionError:
+            raise DataError(path, "malformed JSON (nested too deeply)") from None
         if not isinstance(items, list):
             raise DataError(path, f"expected a JSON list of rows, got {type(items).__name__}")
         for i, item in enumerate(items, start=1):
             yield i, json.dumps(item)
         return
-    with path.open() as f:
-        for lineno, text in enumerate(f, start=1):
-            if text.strip():
-                yield lineno, text
+    yield from iter_lines(path)
 
 
 def count_rows(path: Path) -> int:
-    """Number of rows (non-blank lines), streamed."""
-    return sum(1 for _ in _raw_lines(path))
+    """Number of rows (non-blank lines), streamed as bytes."""
+    if path.suffix == ".json":
+        return sum(1 for _ in _raw_lines(path))
+    with path.open("rb") as f:
+        return sum(1 for raw in f if raw.strip())
 
 
 def _pick(row: dict[str, Any], names: tuple[str, ...]) -> str | None:
     return next((n for n in names if n in row), None)
 
 
-def parse_row(path: Path, line: int, text: str, input_format: str) -> ManifestRow | Reject:
+def _row_id(row: dict[str, Any], names: tuple[str, ...], fallback: str) -> str:
+    name = _pick(row, names)
+    value = row[name] if name is not None else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return fallback
+    text = str(value)
+    return text if len(text) <= 200 and not text_problem(text) else fallback
+
+
+def _path_problem(value: str) -> str | None:
+    if not value.strip():
+        return "empty image path"
+    if "\x00" in value:
+        return "image path contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "image path is not valid Unicode text (a lone surrogate)"
+    return "image path longer than 4096 characters" if len(value) > 4096 else None
+
+
+def parse_row(path: Path, line: int, text: str | DataError, input_format: str) -> ManifestRow | Reject:
     """Turn one manifest line into a row with resolved paths, or a Reject naming the line and field."""
     fields = EDITRL_FIELDS if input_format == "editrl" else FOLDER_ALIASES
     fallback_id = f"L{line}"
     try:
-        row = json.loads(text)
-    except json.JSONDecodeError as err:
-        return Reject(line, fallback_id, str(path), None, f"malformed JSON ({err.msg} at column {err.colno})")
-    if not isinstance(row, dict):
-        return Reject(line, fallback_id, str(path), None, f"expected a JSON object, got {type(row).__name__}")
-    id_field = _pick(row, fields["id"])
-    row_id = str(row[id_field]) if id_field is not None else fallback_id
+        if isinstance(text, DataError):
+            raise text
+        row = parse_json_row(path, line, text)
+    except DataError as err:
+        return Reject(line, fallback_id, str(path), err.field, err.reason)
+    row_id = _row_id(row, fields["id"], fallback_id)
     picked: dict[str, str] = {}
     for role in ("source", "instruction", "edited"):
         name = _pick(row, fields[role])
@@ -123,12 +151,18 @@ def parse_row(path: Path, line: int, text: str, input_format: str) -> ManifestRo
         if not isinstance(row[name], str):
             return Reject(line, row_id, str(path), name, f"expected a string, got {type(row[name]).__name__}")
         picked[role] = name
+    problem = text_problem(row[picked["instruction"]])
+    if problem is not None:
+        return Reject(line, row_id, str(path), picked["instruction"], problem)
     instruction = row[picked["instruction"]].strip()
-    if not instruction:
-        return Reject(line, row_id, str(path), picked["instruction"], "empty instruction")
+    for role in ("source", "edited"):
+        problem = _path_problem(row[picked[role]])
+        if problem is not None:
+            return Reject(line, row_id, str(path), picked[role], problem)
     root = path.parent
     return ManifestRow(line, row_id, resolve_path(root, row[picked["source"]]), instruction,
-                       resolve_path(root, row[picked["edited"]]), row, picked["source"], picked["edited"])
+                       resolve_path(root, row[picked["edited"]]), row, picked["source"], picked["edited"],
+                       picked["instruction"])
 
 
 # ---- what is already done -------------------------------------------------------------------------------
@@ -206,10 +240,7 @@ class DoneLines:
 
 # ---- scoring --------------------------------------------------------------------------------------------
 def _to_reject(err: DataError, row: ManifestRow) -> Reject:
-    prefix = err.path + (f":{err.line}" if err.line is not None else "") + ":"
-    prefix += f" field {err.field!r}:" if err.field else ""
-    text = str(err)
-    return Reject(row.line, row.id, err.path, err.field, text[len(prefix):].strip() if text.startswith(prefix) else text)
+    return Reject(row.line, row.id, err.path, err.field, err.reason)
 
 
 def _load(row: ManifestRow, manifest: Path, cache: dict[Path, Any]) -> tuple[Any, Any] | Reject:
@@ -243,17 +274,60 @@ def reward_dict(scored: Any) -> dict[str, Any]:
             "score": float(scored.score), "score_sigma": float(scored.score_sigma)}
 
 
-def _score_batch(client: Any, batch: list[tuple[ManifestRow, Any, Any]], manifest: Path) -> list[dict[str, Any]]:
-    """Score one batch; returns output rows in line order, each either a score row or a reject row."""
-    results = [s for group in client.score_groups(_groups(batch)) for s in group]
+# Exceptions a reward client raises for the input it was given (the processor, the tokenizer, a tensor op);
+# anything else (a lost service, KeyboardInterrupt) stops the run, to be resumed.
+ROW_ERRORS = (ValueError, TypeError, IndexError, KeyError, ArithmeticError, RuntimeError)
+
+
+def _failed_field(row: ManifestRow, message: str) -> str:
+    """The row field a reward-model error is about (its message starts with the role), else ``<reward>``."""
+    role = message.split(":", 1)[0].strip()
+    return {"source": row.source_field, "edited": row.edited_field, "instruction": row.instruction_field}.get(role, "<reward>")
+
+
+def _score_isolating(client: Any, batch: list[tuple[ManifestRow, Any, Any]]) -> list[Any]:
+    """One result per row: a ScoredEdit, or the exception that scoring this row alone raised (a failing batch is
+    halved until the failing rows are alone)."""
+    try:
+        results = [s for group in client.score_groups(_groups(batch)) for s in group]
+    except ROW_ERRORS as err:
+        if len(batch) == 1:
+            return [err]
+        mid = len(batch) // 2
+        return _score_isolating(client, batch[:mid]) + _score_isolating(client, batch[mid:])
     if len(results) != len(batch):
         raise RuntimeError(f"reward client returned {len(results)} scores for {len(batch)} edits")
+    return results
+
+
+def _score_batch(client: Any, batch: list[tuple[ManifestRow, Any, Any]], manifest: Path,
+                 canary: list[tuple[ManifestRow, Any, Any]]) -> list[dict[str, Any]]:
+    """Score one batch; returns output rows in line order, each either a score row or a reject row.
+
+    When every row fails, it may be no row's fault (a lost device): ``canary``, a row this run scored before, is
+    scored again, and if it fails too the error is raised (the run stops, to be resumed) instead of rejecting
+    every row. Before any row has been scored, a batch whose rows all fail with one identical error stops too."""
+    results = _score_isolating(client, batch)
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors and len(errors) == len(batch):
+        if canary:
+            if isinstance(_score_isolating(client, canary)[0], Exception):
+                raise errors[0]
+        elif len(batch) > 1 and len({f"{type(e).__name__}: {e}" for e in errors}) == 1:
+            raise errors[0]
     out = []
-    for (row, _, _), scored in zip(batch, results):
+    for item, scored in zip(batch, results):
+        row = item[0]
+        if isinstance(scored, Exception):
+            message = f"{type(scored).__name__}: {scored}"
+            out.append(Reject(row.line, row.id, str(manifest), "<reward>", f"reward model failed: {message}").to_dict())
+            continue
+        canary[:] = [item]
         if scored.error is not None:
-            out.append(Reject(row.line, row.id, str(manifest), None, f"reward model: {scored.error}").to_dict())
+            out.append(Reject(row.line, row.id, str(manifest), _failed_field(row, scored.error),
+                              f"reward model: {scored.error}").to_dict())
         elif not (math.isfinite(scored.score) and math.isfinite(scored.score_sigma)):
-            out.append(Reject(row.line, row.id, str(manifest), None, "reward model: non-finite score").to_dict())
+            out.append(Reject(row.line, row.id, str(manifest), "<reward>", "reward model: non-finite score").to_dict())
         else:
             out.append({"id": row.id, "line": row.line, "row": row.row, "reward": reward_dict(scored)})
     return out
@@ -299,10 +373,11 @@ def score_dataset(cfg: CurateConfig, client: Any) -> dict[str, Any]:
     batch: list[tuple[ManifestRow, Any, Any]] = []
     pending: list[dict[str, Any]] = []  # rejects found while the batch fills, written with it in line order
     cache: dict[Path, Any] = {}
+    canary: list[tuple[ManifestRow, Any, Any]] = []  # the last row scored, to tell a bad row from a lost device
     skipped = 0
 
     def flush() -> None:
-        rows = pending + (_score_batch(client, batch, manifest) if batch else [])
+        rows = pending + (_score_batch(client, batch, manifest, canary) if batch else [])
         writer.write(sorted(rows, key=lambda r: r["line"]))
         bar.update(len(rows))
         batch.clear()

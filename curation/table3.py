@@ -277,8 +277,9 @@ def plot_table3(result: dict[str, Any], path: Path) -> Path:
 
 def print_table(result: dict[str, Any]) -> None:
     """The table as a rich table (means with 95% CIs, training-set flaw share)."""
-    from rich.console import Console
     from rich.table import Table
+
+    from editrl.report import console as make_console
 
     dims = list(next(iter(result["arms"].values())))
     table = Table(title="miniature Table 3: oracle scores of SFT editors on held-out editworld tasks")
@@ -294,4 +295,4 @@ def print_table(result: dict[str, Any]) -> None:
     for name, per_dim in result["differences"].items():
         table.add_row(name, "", "", *[f"{per_dim[d]['mean']:+.3f} [{per_dim[d]['ci95'][0]:+.3f}, "
                                       f"{per_dim[d]['ci95'][1]:+.3f}]" for d in dims])
-    Console().print(table)
+    make_console().print(table)

@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="editrl manifest (default) or an imagefolder-style metadata.jsonl (see curation/config.py)")
     p.add_argument("--reward", default=None, help="reward checkpoint folder or ray://NAME[@ADDRESS]")
     p.add_argument("--out", default=None, help="output folder; rerun with the same folder to resume")
+    p.add_argument("--restart", action="store_true", help="discard the scores already in --out and start over")
     p.add_argument("--batch-size", type=int, default=None, help="rows per reward-client call")
     p.add_argument("--device", default=None, help="torch device of an in-process reward model")
     keep = p.add_mutually_exclusive_group()
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code = args.func(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, ConnectionError) as err:  # bad flags, bad input, no reward service there
         print(f"editrl: error: {err}", file=sys.stderr)
         return 2
     return int(code or 0)

@@ -17,15 +17,30 @@ p.note{color:#555}
 """
 
 
+def console() -> Any:
+    """A rich console for command output: tables print in full when stdout is a pipe or a file (rich would
+    otherwise squeeze them to 80 columns and cut cells short)."""
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=1000)
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Lay out a matplotlib figure, write it as a PNG (creating the folder) and close it; returns the path."""
+    """Lay out a matplotlib figure, write it as a PNG (creating the folder, atomically) and close it; returns the path."""
     import matplotlib.pyplot as plt
+
+    import os
+
+    from editrl.io import temp_path
 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    tmp = temp_path(path)
+    fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+    os.replace(tmp, path)
     return path
 
 
