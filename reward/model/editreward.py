@@ -325,16 +325,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
     try:
         model_cfg = load_config(RewardModelConfig, cfg_path, [f"dtype={dtype}"] if dtype else [])
     except ConfigError as err:
-        raise DataError(cfg_path, str(err)) from err
+        raise DataError(cfg_path, str(err).removeprefix(f"{cfg_path}: ")) from err
     processor = load_processor(path, model_cfg)
     reward_id = ensure_reward_token(processor, model_cfg.reward_token)
     from accelerate import init_empty_weights
 
     try:
+        arch_dict = json.loads(arch.read_text())
+    except ValueError as err:
+        raise DataError(arch, f"not valid JSON: {err}") from err
+    try:
         with init_empty_weights():  # parameters on "meta" (no random init of billions of weights); buffers real
-            backbone = backbone_from_config(json.loads(arch.read_text()), model_cfg)
-    except (ValueError, KeyError) as err:
-        raise DataError(arch, f"cannot build the backbone: {err}") from err
+            backbone = backbone_from_config(arch_dict, model_cfg)
+    except Exception as err:  # transformers' strict config validation raises its own error types
+        raise DataError(arch, f"cannot build the backbone: {' '.join(str(err).split())}") from err
+    from reward.model.checkpoint_checks import check_config_keys, check_tiny_section
+
+    check_config_keys(arch, arch_dict, backbone.config)
+    check_tiny_section(cfg_path, arch, model_cfg, backbone.config)
     model = EditRewardModel(backbone, model_cfg, reward_id)
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
@@ -353,7 +361,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise DataError(weights, f"tensor {key!r} has shape {tuple(state[key].shape)} in the file but the model "
-                                     f"(reward_config.yaml) expects {tuple(tensor.shape)}", field=key)
+                                     f"built from {BACKBONE_CONFIG_NAME} and {REWARD_CONFIG_NAME} expects "
+                                     f"{tuple(tensor.shape)}", field=key)
+        if state[key].is_floating_point():
+            bad = int((~torch.isfinite(state[key])).sum())
+            if bad:
+                raise DataError(weights, f"tensor {key!r} holds {bad:,} non-finite values (NaN or inf) of "
+                                         f"{state[key].numel():,}: the weights are damaged", field=key)
         state[key] = state[key].to(tensor.dtype)
     model.load_state_dict(state, strict=True, assign=True)
     model.processor = processor
@@ -361,3 +375,4 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
         model.to(device)
     model.eval()
     return model, processor, model_cfg
+

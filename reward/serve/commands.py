@@ -10,15 +10,19 @@ import json
 import time
 from pathlib import Path
 
+from editrl.config import ConfigError
+
 
 def score(args: argparse.Namespace) -> int:
     """Print per-dimension mu and sigma and the aggregate score of each edited image (a rich table)."""
     from pathlib import Path
 
-    from rich.console import Console
+    import math
+
     from rich.table import Table
 
     from editrl.io import DataError
+    from editrl.report import console as make_console
     from reward.serve.scorer import RewardScorer
 
     source = Path(args.source)
@@ -37,6 +41,8 @@ def score(args: argparse.Namespace) -> int:
     table.add_column("score sigma", justify="right")
     failed = 0
     for path, res in zip(args.edited, results):
+        if res.error is None and not (math.isfinite(res.score) and math.isfinite(res.score_sigma)):
+            res.error = f"the reward model gave a non-finite score ({res.score}); its weights may be damaged"
         if res.error is not None:
             failed += 1
             table.add_row(str(path), *(["-"] * (2 * len(scorer.dimensions) + 2)))
@@ -45,7 +51,7 @@ def score(args: argparse.Namespace) -> int:
         for dim in scorer.dimensions:
             cells += [f"{res.mu[dim]:.3f}", f"{res.sigma[dim]:.3f}"]
         table.add_row(str(path), *cells, f"{res.score:.3f}", f"{res.score_sigma:.3f}")
-    console = Console()
+    console = make_console()
     console.print(table)
     for path, res in zip(args.edited, results):
         if res.error is not None:
@@ -55,9 +61,9 @@ def score(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Start the reward pool on a local Ray (loopback only, no dashboard) or on the cluster at ``--address``."""
-    from rich.console import Console
     from rich.table import Table
 
+    from editrl.report import console as make_console
     from reward.serve.config import ScorerSpec, ServiceConfig
     from reward.serve.startup import RewardService, init_local_ray
 
@@ -73,11 +79,11 @@ def serve(args: argparse.Namespace) -> int:
         image_patch=_checkpoint_token_side(args.checkpoint),
     ).validate()
     if args.detached and not args.address:
-        raise SystemExit("editrl: error: --detached needs --address (a local Ray ends with this process)")
+        raise ConfigError("reward serve: --detached needs --address (a local Ray ends with this process)")
     init_local_ray(args.address)
     device = args.device or ("cuda" if args.num_gpus > 0 else "cpu")
     service = RewardService.start(ScorerSpec(checkpoint=str(args.checkpoint), device=device), cfg)
-    console = Console()
+    console = make_console()
     table = Table(title=f"reward service {cfg.name!r}: {cfg.replicas} replicas ({cfg.placement_strategy})")
     for col in ("replica", "pid", "gpu ids", "node"):
         table.add_column(col)
@@ -88,8 +94,8 @@ def serve(args: argparse.Namespace) -> int:
 
     address = cluster_address()
     console.print(f"Ray node address: {node_ip_address()}; cluster (GCS) address: {address}")
-    console.print(f"clients: make_reward_client('ray://{cfg.name}@{address}')  "
-                  f"(or RewardClient.connect({cfg.name!r}, {address!r}))")
+    console.print(f"clients: --reward ray://{cfg.name}@{address} (editrl curate, best-of-n, a policy config's "
+                  f"reward), or editrl best-of-n --service {cfg.name} --ray-address {address}")
     if args.detached:
         return 0
     import signal
@@ -140,7 +146,7 @@ def bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.full_shapes and args.device != "cuda":
-        raise SystemExit("editrl: error: --full-shapes builds a 7B-parameter model: use --device cuda")
+        raise ConfigError("reward bench: --full-shapes builds a 7B-parameter model: use --device cuda")
     image_size = args.image_size or (448 if args.full_shapes else 64)
     scorer, label = build_bench_scorer(args.checkpoint, device=args.device, full_shapes=args.full_shapes,
                                        batch_size=args.batch_size)
