@@ -7,6 +7,11 @@ picks one from a string, so callers never branch on how the reward model is host
 
 The wire format between client, dispatcher and replicas is a list of *units*: ``("edit", EditInput)``
 for a single edit, ``("group", (source, instruction, [edited, ...]))`` for candidates sharing a prefix.
+
+Every wait on Ray is bounded: joining the cluster and finding the service by name within ``connect_timeout_s``
+(``EDITRL_RAY_CONNECT_TIMEOUT_S``, default 30 s; an explicit ADDRESS is first probed over TCP), each request
+within ``request_timeout_s`` (``EDITRL_RAY_REQUEST_TIMEOUT_S``, default 600 s). Failing that, a
+``RewardServiceError`` names the address or service and how to start one.
 """
 
 from __future__ import annotations
@@ -21,8 +26,44 @@ DEFAULT_NAMESPACE = "editrl"
 RAY_SCHEME = "ray://"
 
 EDIT, GROUP = "edit", "group"
+CONNECT_TIMEOUT_ENV, REQUEST_TIMEOUT_ENV = "EDITRL_RAY_CONNECT_TIMEOUT_S", "EDITRL_RAY_REQUEST_TIMEOUT_S"
 Unit = tuple[str, Any]
 Group = tuple[Any, str, Sequence[Any]]
+
+
+class RewardServiceError(ConnectionError):
+    """The reward service cannot be reached: no Ray cluster at the address, no service of that name, or no answer
+    in time. The message names what was tried and how to start a service."""
+
+
+def _timeout(env: str, default: float) -> float:
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        from editrl.config import ConfigError
+
+        raise ConfigError(f"environment variable {env}={text!r}: expected a number of seconds > 0")
+    return value
+
+
+def default_connect_timeout_s() -> float:
+    """Seconds a client waits to join a Ray cluster and find the service (``EDITRL_RAY_CONNECT_TIMEOUT_S``)."""
+    return _timeout(CONNECT_TIMEOUT_ENV, 30.0)
+
+
+def default_request_timeout_s() -> float:
+    """Seconds a client waits for one request's answer (``EDITRL_RAY_REQUEST_TIMEOUT_S``)."""
+    return _timeout(REQUEST_TIMEOUT_ENV, 600.0)
+
+
+def _start_hint(name: str) -> str:
+    return (f"start one with `editrl reward serve --checkpoint CKPT --name {name}` (it prints the ray://NAME@ADDRESS "
+            f"to pass), or score in-process with --reward CKPT")
 
 
 class RewardClientProtocol(Protocol):
@@ -65,22 +106,28 @@ class RewardClient:
     """
 
     def __init__(self, dispatcher: Any, *, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPACE,
-                 chunk_edits: int = 64, max_outstanding: int = 8, retries: int = 3) -> None:
+                 chunk_edits: int = 64, max_outstanding: int = 8, retries: int = 3,
+                 request_timeout_s: float | None = None) -> None:
         self._dispatcher = dispatcher
         self.name, self.namespace = name, namespace
         self.chunk_edits, self.max_outstanding, self.retries = chunk_edits, max_outstanding, retries
+        self.request_timeout_s = request_timeout_s if request_timeout_s is not None else default_request_timeout_s()
 
     @classmethod
     def connect(cls, name: str = DEFAULT_NAME, address: str | None = None, *, namespace: str = DEFAULT_NAMESPACE,
-                timeout_s: float = 30.0, **kwargs: Any) -> "RewardClient":
-        """Attach to a running reward service by name (joins the Ray cluster at ``address``, default ``auto``)."""
+                timeout_s: float | None = None, **kwargs: Any) -> "RewardClient":
+        """Attach to a running reward service by name (joins the Ray cluster at ``address``, default ``auto``);
+        a RewardServiceError within ``timeout_s`` (default ``default_connect_timeout_s()``) if there is none."""
         import ray
 
+        timeout_s = default_connect_timeout_s() if timeout_s is None else float(timeout_s)
         if not ray.is_initialized():
+            if address not in (None, "auto"):
+                _probe(address, name, timeout_s)
             if _is_loopback(address):
                 keep_ray_on_loopback()
                 _use_local_auth_token()
-            ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
+            _init_within(address or "auto", namespace, name, timeout_s)
         return cls(_lookup(name, namespace, timeout_s), name=name, namespace=namespace, **kwargs)
 
     # ---- the reward-client protocol -------------------------------------------------------------
@@ -115,7 +162,10 @@ class RewardClient:
             while next_chunk < len(chunks) and len(pending) < self.max_outstanding:
                 pending[self._dispatcher.submit.remote(ids[next_chunk], chunks[next_chunk])] = next_chunk
                 next_chunk += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.request_timeout_s)
+            if not ready:
+                raise RewardServiceError(f"reward service {self.name!r}: no answer within {self.request_timeout_s:g} s "
+                                         f"(set {REQUEST_TIMEOUT_ENV} to wait longer)")
             i = pending.pop(ready[0])
             try:
                 results[i] = ray.get(ready[0])
@@ -133,9 +183,10 @@ class RewardClient:
             try:
                 self._dispatcher = _lookup(self.name, self.namespace, timeout_s=10.0)
                 return ray.get(self._dispatcher.submit.remote(request_id, units))
-            except (ray.exceptions.RayActorError, ValueError) as err:
+            except (ray.exceptions.RayActorError, RewardServiceError) as err:
                 last = err
-        raise RuntimeError(f"reward service {self.name!r} unreachable after {self.retries} retries") from last
+        raise RewardServiceError(f"reward service {self.name!r} unreachable after {self.retries} retries; "
+                                 + _start_hint(self.name)) from last
 
 
 def keep_ray_on_loopback() -> None:
@@ -200,9 +251,50 @@ def _lookup(name: str, namespace: str, timeout_s: float) -> Any:
             return ray.get_actor(name, namespace=namespace)
         except ValueError:
             if time.monotonic() > deadline:
-                raise ValueError(f"no reward service named {name!r} in Ray namespace {namespace!r} "
-                                 f"(start one with `editrl reward serve --name {name}`)") from None
+                raise RewardServiceError(f"no reward service named {name!r} in Ray namespace {namespace!r} after "
+                                         f"{timeout_s:g} s; " + _start_hint(name)) from None
             time.sleep(0.5)
+
+
+def _probe(address: str, name: str, timeout_s: float) -> None:
+    """Fail fast when nothing listens at ``host:port`` (Ray itself would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout_s, 10.0)).close()
+    except OSError as err:
+        raise RewardServiceError(f"no Ray cluster at {address} ({err.strerror or err}); " + _start_hint(name)) from None
+
+
+def _init_within(address: str, namespace: str, name: str, timeout_s: float) -> None:
+    """``ray.init`` that gives up after ``timeout_s`` (it blocks for minutes on an address that does not answer)."""
+    import threading
+
+    import ray
+
+    box: dict[str, BaseException] = {}
+
+    def join() -> None:
+        try:
+            ray.init(address=address, namespace=namespace, log_to_driver=False)
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+
+    worker = threading.Thread(target=join, name="ray-init", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    where = "on this machine (address auto)" if address == "auto" else f"at {address}"
+    if worker.is_alive():
+        raise RewardServiceError(f"no answer from a Ray cluster {where} within {timeout_s:g} s (set "
+                                 f"{CONNECT_TIMEOUT_ENV} to wait longer); " + _start_hint(name))
+    if "error" in box:
+        err = box["error"]
+        if isinstance(err, (ConnectionError, ValueError, RuntimeError, TimeoutError)):
+            raise RewardServiceError(f"no Ray cluster {where}: {err}; " + _start_hint(name)) from err
+        raise err
 
 
 def make_reward_client(spec: Any, *, device: str | None = None) -> RewardClientProtocol:
