@@ -118,28 +118,42 @@ def _image(item: BenchItem, which: str):
     return load_image(getattr(item, which), manifest=manifest, line=int(line), field=which)
 
 
+def model_gaussians(model: Any, processor: Any, model_cfg: Any, items: Sequence[BenchItem], batch_size: int = 64,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension (mu, log_sigma) of ``items`` by a reward model, each (N, D) float arrays (heads' order)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from reward.model.inputs import RewardInputBuilder
+
+    builder = RewardInputBuilder(processor, model_cfg)
+    device = next(model.parameters()).device
+    model.eval()
+    mus, log_sigmas = [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(items), batch_size), desc="scoring", disable=not progress, leave=False):
+            chunk = items[start:start + batch_size]
+            batch = builder([_image(it, "source") for it in chunk], [it.instruction for it in chunk],
+                            [_image(it, "edited") for it in chunk])
+            res = model(**batch.to(device))
+            mus.append(res.mu.float().cpu().numpy()), log_sigmas.append(res.log_sigma.float().cpu().numpy())
+    if not mus:
+        return np.zeros((0, 0)), np.zeros((0, 0))
+    return np.concatenate(mus), np.concatenate(log_sigmas)
+
+
 def model_scorer(model: Any, processor: Any, model_cfg: Any, batch_size: int = 64, progress: bool = True) -> ScoreFn:
     """Score items with a reward model in batches: the aggregate ``mu`` (``model_cfg.aggregation``)."""
 
     def score(items: Sequence[BenchItem]) -> list[float]:
         import torch
-        from tqdm.auto import tqdm
 
-        from reward.model.inputs import RewardInputBuilder
         from reward.train.loss import aggregate
 
-        builder = RewardInputBuilder(processor, model_cfg)
-        device = next(model.parameters()).device
-        model.eval()
-        out: list[float] = []
-        with torch.no_grad():
-            for start in tqdm(range(0, len(items), batch_size), desc="scoring", disable=not progress, leave=False):
-                chunk = items[start:start + batch_size]
-                batch = builder([_image(it, "source") for it in chunk], [it.instruction for it in chunk],
-                                [_image(it, "edited") for it in chunk])
-                res = model(**batch.to(device))
-                out.extend(aggregate(res.mu.float(), res.log_sigma.float(), model_cfg.aggregation)[0].tolist())
-        return out
+        mu, log_sigma = model_gaussians(model, processor, model_cfg, items, batch_size, progress)
+        if not len(mu):
+            return []
+        return aggregate(torch.from_numpy(mu), torch.from_numpy(log_sigma), model_cfg.aggregation)[0].tolist()
 
     return score
 
@@ -230,5 +244,6 @@ def run_editworld_eval(checkpoint: str | Path, data: str | Path, *, out_dir: str
     return results
 
 
-__all__ = ["BenchItem", "load_bench_items", "human_pairs", "accuracy_non_tied", "score_items", "model_scorer",
+__all__ = ["BenchItem", "load_bench_items", "human_pairs", "accuracy_non_tied", "score_items", "model_gaussians",
+           "model_scorer",
            "pixel_heuristic_scorer", "random_scorer", "untrained_like", "run_editworld_eval"]

@@ -299,6 +299,11 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
         with (out / "scores_reward.jsonl").open("w") as f:
             for row in read_scores(src, "editworld"):
                 f.write(json.dumps({"id": row["item"], "group_id": row["group_id"], "score": row["scores"][0]}) + "\n")
+        from reward.eval.calibration import calibrate_checkpoints  # ECE against the true order, reliability PNG
+
+        result["calibration"] = calibrate_checkpoints(dict(zip(_checkpoint_names(checkpoints), checkpoints)),
+                                                      loaded[0].units, out / "calibration", batch_size=batch_size,
+                                                      progress=progress, console=console)
     return result
 
 
