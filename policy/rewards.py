@@ -195,7 +195,7 @@ def needs_client(spec: Any) -> bool:
 
 def build_reward_fn(spec: Any, client: Any = None) -> RewardFn:
     """The reward function a ``RewardSection`` describes; ``client`` is the reward client (None: built from
-    ``spec.client`` with ``reward.client.make_reward_client`` when the function needs one)."""
+    ``spec.client`` with ``reward.serve.client.make_reward_client`` when the function needs one)."""
     if spec.function not in REWARD_FUNCTIONS:
         raise KeyError(f"reward.function: unknown {spec.function!r}; choose from {list(REWARD_FUNCTIONS)}")
     if client is None and needs_client(spec):
