@@ -217,6 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="every stage at a tiny size (a smoke test; numbers mean nothing)")
     p.add_argument("--skip", default=None, metavar="STAGE,...", help="stages to skip: world, reward, curate, best-of-n, grpo")
 
+    # ---- gpu-check: full-size figures on one GPU (scripts/gpu_check.sh runs it part by part) ------------
+    p = _command(top, "gpu-check", "editrl.gpu_check:run",
+                 "reward / editor / RL / reward-training figures at the real model shapes (random weights) on one GPU")
+    p.add_argument("--out", default="docs/performance", help="folder of the run JSON files and README.md with their table")
+    p.add_argument("--part", action="append", default=None, choices=["reward", "editor", "grpo", "reward-train"],
+                   help="part to run (repeatable; default: all, in one process)")
+    p.add_argument("--json", default=None, help="the run's JSON file (default: a new one in --out named by date and device)")
+    p.add_argument("--init", action="store_true", help="only write the run's JSON header (device, versions, commit); print its path")
+    p.add_argument("--dry-run", action="store_true", help="every part on CPU at tiny shapes (seconds; figures mean nothing)")
+    p.add_argument("--budget", type=float, default=None, help="seconds this call may take: optional figures are skipped near it")
+    p.add_argument("--mark", default=None, metavar="PART=WHY", help="record that a part was cut off (after a timeout)")
+    p.add_argument("--table", action="store_true", help="regenerate the results table of --out/README.md from its JSON files")
+
     return parser
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("editrl", "editworld", "reward", "rollout", "policy", "curation")
-APP = {"editrl.cli", "editrl.demo"}  # the shell: may import anything
+APP = {"editrl.cli", "editrl.demo", "editrl.gpu_check", "editrl.gpu_check_editor"}  # the shell: may import anything
 
 
 def _modules() -> dict[str, Path]:
