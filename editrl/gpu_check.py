@@ -66,6 +66,7 @@ def part_reward_train(rec: Recorder, sz: Sizes, device: str) -> None:
     from accelerate.utils import DeepSpeedPlugin
 
     from editrl.config import load_config
+    from reward.model.editreward import build_reward_model
     from reward.model.inputs import RewardInputBuilder
     from reward.serve.throughput import bench_inputs, build_full_shapes_model
     from reward.train.config import RewardTrainConfig
@@ -78,26 +79,26 @@ def part_reward_train(rec: Recorder, sz: Sizes, device: str) -> None:
     preset = ROOT / "configs" / "reward" / ("qwen2.5-vl-7b.yaml" if sz.full else "editworld-tiny.yaml")
     ds_json = ROOT / "configs" / "reward" / "deepspeed_zero2.json"
     cfg = load_config(RewardTrainConfig, preset, [f"train.batch_size={sz.train_pairs}", "train.grad_accum=1"])
+
+    def build(model_cfg: Any) -> tuple[Any, Any]:
+        return build_full_shapes_model(device, model_cfg) if sz.full else build_reward_model(model_cfg)
+
     model_cfg = cfg.model
     if sz.full:
-        meta, _ = build_full_shapes_model("meta", model_cfg)
-        n = sum(p.numel() for p in meta.parameters())
-        del meta
-        need, total = 16 * n / 2**30, torch.cuda.get_device_properties(0).total_memory / 2**30
-        # 16 bytes/parameter: bf16 weights and gradients, fp32 master weights and AdamW moments; DeepSpeed's fp32
-        # gradient partition and buckets add up to 4 more, activations a few GiB
-        if 20 * n / 2**30 + 8 > total:
-            per8 = (2 * n + 14 * n / 8) / 2**30
-            rec.figure("full fine-tune (paper setting)", None, "", note=f"does not fit one GPU: ~{need:.0f} GiB of "
-                       f"weights, gradients and AdamW states for {n / 1e9:.2f}B parameters (plus DeepSpeed's buffers), "
-                       f"{total:.0f} GiB here; ZeRO-2 over 8 GPUs holds ~{per8:.0f} GiB each. Measured instead: "
-                       "LoRA r 64 on the language model (vision tower frozen)")
-            model_cfg = dataclasses.replace(model_cfg, lora_r=64, lora_alpha=128)
-        model, processor = build_full_shapes_model(device, model_cfg)
-    else:
-        from reward.model.editreward import build_reward_model
-
-        model, processor = build_reward_model(model_cfg)
+        n = sum(p.numel() for p in build_full_shapes_model("meta", model_cfg)[0].parameters())
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    else:  # the dry run takes the branch one H100 or H200 takes
+        n, total = sum(p.numel() for p in build(model_cfg)[0].parameters()), 0.0
+    # 16 bytes/parameter: bf16 weights and gradients, fp32 master weights and AdamW moments; DeepSpeed's fp32
+    # gradient partition and buckets add up to 4 more, activations a few GiB
+    if 20 * n / 2**30 + 8 > total:
+        per8 = (2 * n + 14 * n / 8) / 2**30
+        rec.figure("full fine-tune (paper setting)", None, "", note=f"does not fit one GPU: ~{16 * n / 2**30:.0f} GiB "
+                   f"of weights, gradients and AdamW states for {n / 1e9:.2f}B parameters (plus DeepSpeed's buffers), "
+                   f"{total:.0f} GiB here; ZeRO-2 over 8 GPUs holds ~{per8:.0f} GiB each. Measured instead: "
+                   "LoRA r 64 on the language model (vision tower frozen)")
+        model_cfg = dataclasses.replace(model_cfg, lora_r=64, lora_alpha=128)
+    model, processor = build(model_cfg)
     model.to(device)
     groups = bench_inputs(16, sz.reward_image)
     items = [{"source": src, "instruction": ins, "preferred": ed[2 * i], "rejected": ed[2 * i + 1],

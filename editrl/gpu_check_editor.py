@@ -101,7 +101,10 @@ def _peak_share(rate: float, flops: float) -> float | None:
 
 # ====================================================================================== 2. editor
 def part_editor(rec: Recorder, sz: Sizes, device: str) -> None:
-    """Kontext-shaped step rates, SDE/loop overhead against a bare forward, LoRA steps; then Qwen-Image-shaped rates."""
+    """Kontext-shaped step rates, SDE/loop overhead against a bare forward, LoRA steps; then Qwen-Image-shaped rates.
+
+    The bare forward is ``editor.velocity``: one transformer call on the noisy and source latents, what the rollout
+    loop calls once per step."""
     import torch
 
     from rollout.adapters import attach_adapter
@@ -113,7 +116,8 @@ def part_editor(rec: Recorder, sz: Sizes, device: str) -> None:
     n_params = sum(p.numel() for p in tf.parameters())
     rec.figure("kontext build (meta -> device, random init)", built, "s", memory_gib=peak_gib(device),
                parameters=n_params)
-    layers, hidden = sz.flux["num_layers"] + sz.flux["num_single_layers"], tf.config.num_attention_heads * tf.config.attention_head_dim
+    layers = sz.flux["num_layers"] + sz.flux["num_single_layers"]
+    hidden = tf.config.num_attention_heads * tf.config.attention_head_dim
     gen = torch.Generator(device=device).manual_seed(0)
     conds: dict[int, Any] = {}
     bare: dict[int, float] = {}
@@ -269,11 +273,11 @@ def part_grpo(rec: Recorder, sz: Sizes, device: str) -> None:
         LOADERS["gpu-check-kontext"] = lambda path, **kw: editor  # the spec below names the editor built here
         g, p = sz.group_size, sz.grpo_prompts
         cfg = load_config(GRPOConfig, ROOT / "configs" / "policy" / "editworld-grpo.yaml", [
-            f"out={out}", "steps=1", "threads=null", "accelerate=false", f"editor.spec=gpu-check-kontext:{side}", "editor.lora_rank=32",
-            "editor.lora_alpha=64", "reward.log_oracle=false", f"data.num_tasks={p}", f"data.image_size={side}",
-            f"data.prompts_per_step={p}", f"sampling.group_size={g}", f"sampling.num_steps={sz.grpo_steps}",
-            "sampling.guidance=2.5", "sampling.prompts_per_chunk=1", f"train.micro_batch={g}", "eval.every=0",
-            "eval.num_tasks=0", "checkpoint_every=1000"])
+            f"out={out}", "steps=1", "threads=null", "accelerate=false", f"editor.spec=gpu-check-kontext:{side}",
+            "editor.lora_rank=32", "editor.lora_alpha=64", "reward.log_oracle=false", f"data.num_tasks={p}",
+            f"data.image_size={side}", f"data.prompts_per_step={p}", f"sampling.group_size={g}",
+            f"sampling.num_steps={sz.grpo_steps}", "sampling.guidance=2.5", "sampling.prompts_per_chunk=1",
+            f"train.micro_batch={g}", "eval.every=0", "eval.num_tasks=0", "checkpoint_every=1000"])
         with torch.no_grad():
             editor.velocity(*_warm_inputs(editor, side, g))
         peak_gib(device)
@@ -283,10 +287,10 @@ def part_grpo(rec: Recorder, sz: Sizes, device: str) -> None:
         sample, score, update = row["time/sample"], row["time/score"], row["time/update"]
         mem = peak_gib(device)
         free, total = torch.cuda.mem_get_info() if sz.full else (None, None)
-        for name in ("sample", "score", "score_wait", "update", "step"):
-            rec.figure(f"grpo {name}", row[f"time/{name}"], "s")
+        for name in ("sample", "score", "score_wait", "update", "step"):  # step: the policy process's peak memory
+            rec.figure(f"grpo {name}", row[f"time/{name}"], "s", memory_gib=mem if name == "step" else None)
         rec.figure("reward share (score / (sample + score + update))", score / (sample + score + update), "",
-                   memory_gib=mem, wall_share=round(row["time/score_wait"] / row["time/step"], 4))
+                   wall_share=round(row["time/score_wait"] / row["time/step"], 4))
         if total is not None:
             rec.figure("GPU memory in use after the iteration (policy + reward processes)", (total - free) / 2**30,
                        "GiB")
