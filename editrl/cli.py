@@ -77,10 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", action="append", default=None, help="reward checkpoint folder (repeatable)")
     p.add_argument("--data", default=None, help="editworld dataset folder whose bench split is scored")
     p.add_argument("--bench", action="append", default=None, metavar="NAME=PATH",
-                   help="external benchmark (repeatable): genai=, aurora=, imagenhub=, editreward= a file or folder")
+                   help="external benchmark (repeatable): genai=, aurora=, aurora_pointwise=, imagenhub=, editreward= "
+                        "a file or folder (editreward: the local JSON files or the hub's per-comparison rows)")
     p.add_argument("--image-root", default=None, help="folder the --bench image paths are relative to")
     p.add_argument("--baselines", default="random,pixel,untrained", help="comma list of random, pixel, untrained ('none')")
-    p.add_argument("--from-scores", default=None, metavar="DIR", help="recompute the table from DIR/scores (no model)")
+    p.add_argument("--from-scores", default=None, metavar="DIR", help="recompute both tables from DIR/scores (no model)")
+    p.add_argument("--protocol", default="both", choices=["both", "editrl", "official"],
+                   help="tables to print: editrl's metrics, the official eval_bench.py protocol of the same scores, "
+                        "or both (table2.json always holds both)")
     p.add_argument("--out", default=None, help="output folder: scores/, table2.json, table2.png (default: CHECKPOINT/eval)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-items", type=int, default=None, help="score only about this many items per benchmark")

@@ -19,14 +19,15 @@ def evaluate(args: argparse.Namespace) -> int:
         if checkpoints or benches or args.data:
             raise ConfigError("reward eval: --from-scores recomputes metrics from saved scores only; "
                               "drop --checkpoint / --data / --bench")
-        run_from_scores(args.from_scores, args.out)
+        run_from_scores(args.from_scores, args.out, protocol=getattr(args, "protocol", "both"))
         return 0
     if not checkpoints:
         raise ConfigError("reward eval: give --checkpoint CKPT (repeatable) or --from-scores DIR")
     baselines = [] if getattr(args, "no_baselines", False) else parse_baselines(getattr(args, "baselines", "random,pixel,untrained"))
     out = Path(args.out) if args.out else Path(checkpoints[0]) / "eval"
     run_eval_suite(checkpoints, data=args.data, benches=benches, image_root=getattr(args, "image_root", None),
-                   baselines=baselines, out_dir=out, batch_size=args.batch_size, max_items=args.max_items)
+                   baselines=baselines, out_dir=out, batch_size=args.batch_size, max_items=args.max_items,
+                   protocol=getattr(args, "protocol", "both"))
     print(f"wrote {out / 'table2.json'}, {out / 'table2.png'} and per-item scores under {out / 'scores'}")
     return 0
 

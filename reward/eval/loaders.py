@@ -1,3 +1,4 @@
+# long: one module for every benchmark layout of Table 2 (they share the row, field and image helpers)
 """Loaders for the external reward-model benchmarks of the paper (Table 2), in the layouts they ship in.
 
 No hub is reachable here: a user with the data on disk points ``--bench`` at it. Image paths are
@@ -21,6 +22,11 @@ Pairs — GenAI-Bench-Edit and AURORA-Bench (pair-wise split) -> ``PairItem``
 
     (both tie votes are label 0). A JSONL file with the same rows works as well.
 
+Point-wise — AURORA-Bench (point-wise split) -> ``PointItem`` (``load_aurora_pointwise``)
+    The JSON list of the official script (``valid_aurora_human_ratings_pointwise.json``)::
+
+        {"prompt": str, "input": str, "gen": str, "score": num, "model"?: str, "filename"?: str}
+
 Point-wise — ImagenHub text-guided editing -> ``PointItem``
     The JSON list of the official script (``valid_imagenhub_processed.json``)::
 
@@ -39,13 +45,29 @@ Groups — EditReward-Bench (K = 2, 3, 4) -> ``GroupItem``
          "human_vote": {"ranking": "C>A>B"} | "ranking": "C>A>B"}
 
     Rankings name candidates by letter (A = first); the official two-way labels ``"A=B=Good"`` /
-    ``"A=B=Bad"`` become ``"A=B"`` and ``"A<B"`` becomes ``"B>A"``.
+    ``"A=B=Bad"`` become ``"A=B"`` and ``"A<B"`` becomes ``"B>A"``. ``GroupItem.official_ranking`` keeps the
+    label as written, which the official protocol reads differently (``reward.eval.official_protocol``).
+    An item with an empty ``path_src`` or candidate path is skipped, as the official script skips it.
+
+Groups — EditReward-Bench as on the hub (TIGER-Lab/EditReward-Bench), one row per comparison -> ``GroupItem``
+    A JSON list or JSONL of the hub rows with image paths (a string, or a ``{"path": str}`` as ``datasets``
+    exports an image), in a file or in a folder of such files::
+
+        {"id": "<group>_<k>", "dataset"?: "2pair" | "3pair" | "4pair", "instruction": str, "source_image": str,
+         "candidate_1": str, "candidate_2": str, "comparison_type": "AvsB" | "AvsC" | ... | "CvsD",
+         "ranking": "A>B" | "B>A" | "A=B" | "C>A" | ...}
+
+    Rows are grouped by (dataset, id without its last ``_<k>``); a group of K candidates needs each of its
+    C(K, 2) comparisons once, the same source, instruction and image per letter, and outcomes that form one
+    ranking, which is rebuilt (``"C>A>B"``, ties as ``"A=B>C"``). A tie of two is ``official_ranking``
+    ``"A=B=Good"`` (both official tie labels score alike), since the official protocol reads a bare ``"A=B"`` as A>B.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -92,6 +114,7 @@ class GroupItem:
     candidates: tuple[str, ...]
     ranking: str
     K: int
+    official_ranking: str | None = None   # the label as the benchmark writes it (what eval_bench.py parses)
 
 
 # ---- shared helpers --------------------------------------------------------------------------------
@@ -141,6 +164,9 @@ def _number(value: Any, where: str, field: str) -> float:
 
 
 def _image(row: dict[str, Any], where: str, roots: Sequence[Path], *names: str) -> str:
+    value = _field(row, where, *names)
+    if isinstance(value, dict) and "path" in value:  # a ``datasets`` Image exported as {"path", "bytes"}
+        row = {names[0]: value["path"]}
     rel = _text(row, where, *names)
     p = Path(rel)
     candidates = [p] if p.is_absolute() else [root / p for root in roots]
@@ -163,6 +189,9 @@ def load_pair_bench(path: str | Path, image_root: str | Path | None = None) -> l
     roots = _roots(path, image_root)
     items = []
     for where, row in _read_rows(path):
+        if "gen" in row and "input" in row and "path1" not in row:
+            raise DataError(where, "this row has AURORA's point-wise layout (prompt, input, gen, score); "
+                            "give the file as --bench aurora_pointwise=PATH", field="path1")
         if "vote_type" in row:
             vote = row["vote_type"]
             if vote not in GENAI_VOTES:
@@ -213,8 +242,9 @@ def _rater_scores(value: Any, where: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def load_imagenhub(path: str | Path, image_root: str | Path | None = None) -> list[PointItem]:
-    """ImagenHub text-guided editing ratings (``valid_imagenhub_processed.json`` layout, see module doc)."""
+def _load_points(path: str | Path, image_root: str | Path | None, source: str, instruction: str,
+                 edited: str) -> list[PointItem]:
+    """Point-wise rows with the given field names; a missing ``model`` is ``"unknown"``, as in the official script."""
     path = Path(path)
     roots = _roots(path, image_root)
     items = []
@@ -223,10 +253,21 @@ def load_imagenhub(path: str | Path, image_root: str | Path | None = None) -> li
         if not isinstance(model, str) or not model:
             raise DataError(where, f"expected a model name, got {model!r}", field="model")
         items.append(PointItem(
-            source=_image(row, where, roots, "input_path"), instruction=_text(row, where, "instruction"),
-            edited=_image(row, where, roots, "output_path"), model_name=model,
+            source=_image(row, where, roots, source), instruction=_text(row, where, instruction),
+            edited=_image(row, where, roots, edited), model_name=model,
             human_scores=_rater_scores(_field(row, where, "score"), where)))
     return items
+
+
+def load_imagenhub(path: str | Path, image_root: str | Path | None = None) -> list[PointItem]:
+    """ImagenHub text-guided editing ratings (``valid_imagenhub_processed.json`` layout, see module doc)."""
+    return _load_points(path, image_root, "input_path", "instruction", "output_path")
+
+
+def load_aurora_pointwise(path: str | Path, image_root: str | Path | None = None) -> list[PointItem]:
+    """AURORA-Bench point-wise ratings (``valid_aurora_human_ratings_pointwise.json``: prompt, input, gen, score,
+    model)."""
+    return _load_points(path, image_root, "input", "prompt", "gen")
 
 
 def imagenhub_groups(items: Sequence[PointItem], predicted: Sequence[float]) -> list[tuple[list[float], list[float]]]:
@@ -274,48 +315,220 @@ def normalise_ranking(ranking: str) -> str:
     return text
 
 
-def load_editreward_bench(path: str | Path, image_root: str | Path | None = None) -> list[GroupItem]:
-    """EditReward-Bench groups from a folder of ``EditReward_Bench_{2,3,4}pair.json`` or a single file."""
-    from reward.eval.metrics import parse_ranking
+def _editreward_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    files = [path / name for name in EDITREWARD_BENCH_FILES if (path / name).is_file()]
+    if not files and (path / "bench" / "editreward_bench.json").is_file():
+        files = [path / "bench" / "editreward_bench.json"]
+    if not files:  # a folder of hub-row exports
+        files = [f for f in sorted(path.iterdir()) if f.suffix in (".json", ".jsonl") and _is_hub_file(f)]
+    if not files:
+        raise DataError(path, f"no EditReward-Bench files here (expected {', '.join(EDITREWARD_BENCH_FILES)}, "
+                        "or JSON / JSONL files of the hub rows)")
+    return files
 
-    path = Path(path)
-    if path.is_dir():
-        files = [path / name for name in EDITREWARD_BENCH_FILES if (path / name).is_file()]
-        if not files and (path / "bench" / "editreward_bench.json").is_file():
-            files = [path / "bench" / "editreward_bench.json"]
-        if not files:
-            raise DataError(path, f"no EditReward-Bench files here (expected {', '.join(EDITREWARD_BENCH_FILES)})")
-    else:
-        files = [path]
-    items = []
-    for file in files:
+
+def _is_hub_file(path: Path) -> bool:
+    """Whether a JSON / JSONL file holds the hub's one-row-per-comparison layout (it has ``comparison_type``)."""
+    try:
+        rows = _read_rows(path)
+    except DataError:
+        return False
+    return "comparison_type" in rows[0][1]
+
+
+def load_editreward_bench(path: str | Path, image_root: str | Path | None = None,
+                          rejects: list[DataError] | None = None) -> list[GroupItem]:
+    """EditReward-Bench groups from a folder of ``EditReward_Bench_{2,3,4}pair.json``, a single file, or the hub
+    rows (``load_editreward_bench_hub``, recognised by their ``comparison_type``). A bad item raises a DataError
+    naming file, item and field, or, when ``rejects`` is a list, is appended to it and skipped."""
+    items: list[GroupItem] = []
+    skipped: list[DataError] = [] if rejects is None else rejects
+    for file in _editreward_files(Path(path)):
+        if _is_hub_file(file):
+            items += load_editreward_bench_hub(file, image_root, rejects)
+            continue
         roots = _roots(file, image_root)
         for where, row in _read_rows(file):
-            cands = _field(row, where, "paths_generated", "candidates")
-            name = "paths_generated" if "paths_generated" in row else "candidates"
-            if not isinstance(cands, list) or len(cands) < 2:
-                raise DataError(where, f"expected a list of >= 2 image paths, got {cands!r}", field=name)
-            paths = tuple(_image({name: c}, where, roots, name) for c in cands)
-            vote = row.get("human_vote")
-            if isinstance(vote, dict):
-                raw = _field(vote, where, "ranking")
-            else:
-                raw = _field(row, where, "ranking")
-            if not isinstance(raw, str):
-                raise DataError(where, f"expected a ranking string such as 'C>A>B', got {raw!r}", field="ranking")
-            ranking = normalise_ranking(raw)
             try:
-                parse_ranking(ranking, len(paths))
-            except ValueError as err:
-                raise DataError(where, str(err), field="ranking") from None
-            items.append(GroupItem(source=_image(row, where, roots, "path_src"), instruction=_text(row, where, "prompt"),
-                                   candidates=paths, ranking=ranking, K=len(paths)))
+                items.append(_local_group(row, where, roots))
+            except _Skipped as err:  # the official script skips these silently
+                skipped.append(err.error)
+            except DataError as err:
+                if rejects is None:
+                    raise
+                rejects.append(err)
+    if not items:
+        raise DataError(path, "no usable EditReward-Bench items" + (f" (the first skipped: {skipped[0]})" if skipped else ""))
+    return items
+
+
+class _Skipped(Exception):
+    def __init__(self, error: DataError):
+        self.error = error
+
+
+def _local_group(row: dict[str, Any], where: str, roots: Sequence[Path]) -> GroupItem:
+    """One item of the official local layout (see the module doc)."""
+    from reward.eval.metrics import parse_ranking
+
+    cands = _field(row, where, "paths_generated", "candidates")
+    name = "paths_generated" if "paths_generated" in row else "candidates"
+    if not isinstance(cands, list) or len(cands) < 2:
+        raise DataError(where, f"expected a list of >= 2 image paths, got {cands!r}", field=name)
+    for field_name, value in ((("path_src", row["path_src"]),) if "path_src" in row else ()) + tuple((name, c) for c in cands):
+        if value in ("", None):
+            raise _Skipped(DataError(where, "empty image path: item skipped, as the official evaluation skips it",
+                                     field=field_name))
+    paths = tuple(_image({name: c}, where, roots, name) for c in cands)
+    vote = row.get("human_vote")
+    raw = _field(vote, where, "ranking") if isinstance(vote, dict) else _field(row, where, "ranking")
+    if not isinstance(raw, str):
+        raise DataError(where, f"expected a ranking string such as 'C>A>B', got {raw!r}", field="ranking")
+    ranking = normalise_ranking(raw)
+    try:
+        parse_ranking(ranking, len(paths))
+    except ValueError as err:
+        raise DataError(where, str(err), field="ranking") from None
+    return GroupItem(source=_image(row, where, roots, "path_src"), instruction=_text(row, where, "prompt"),
+                     candidates=paths, ranking=ranking, K=len(paths), official_ranking=raw)
+
+
+# ---- groups: EditReward-Bench hub rows (one per comparison) -----------------------------------------
+
+HUB_DATASETS = {"2pair": 2, "3pair": 3, "4pair": 4}
+_COMPARISON = re.compile(r"^([A-Z])vs([A-Z])$")
+
+
+def _hub_outcome(ranking: Any, left: str, right: str, where: str) -> int:
+    """+1 if ``left`` won the comparison, -1 if ``right``, 0 for a tie."""
+    if isinstance(ranking, str):
+        text = ranking.replace(" ", "")
+        if text in (f"{left}>{right}", f"{right}<{left}"):
+            return 1
+        if text in (f"{right}>{left}", f"{left}<{right}"):
+            return -1
+        if text in (f"{left}={right}", f"{right}={left}") or (left + right == "AB" and text in ("A=B=Good", "A=B=Bad")):
+            return 0
+    raise DataError(where, f"expected the outcome of {left} vs {right} ({left}>{right}, {right}>{left} or "
+                    f"{left}={right}), got {ranking!r}", field="ranking")
+
+
+def _hub_key(row: dict[str, Any]) -> tuple[Any, str]:
+    """(dataset, group): the id without its last ``_<k>`` (the first 10 characters of an id without ``_``)."""
+    row_id = str(row.get("id", ""))
+    return row.get("dataset"), row_id.rsplit("_", 1)[0] if "_" in row_id else row_id[:10]
+
+
+def _hub_row(row: dict[str, Any], where: str, roots: Sequence[Path]) -> dict[str, Any]:
+    """One hub row checked field by field: its group key, letters, images and outcome."""
+    row_id = _field(row, where, "id")
+    if isinstance(row_id, bool) or not isinstance(row_id, (str, int)) or not str(row_id).strip():
+        raise DataError(where, f"expected an id such as 'g12_0', got {row_id!r}", field="id")
+    row_id = str(row_id)
+    dataset = row.get("dataset")
+    if dataset is not None and dataset not in HUB_DATASETS:
+        raise DataError(where, f"expected one of {', '.join(HUB_DATASETS)}, got {dataset!r}", field="dataset")
+    comparison = _field(row, where, "comparison_type")
+    match = _COMPARISON.match(comparison) if isinstance(comparison, str) else None
+    if match is None or match.group(1) >= match.group(2):
+        raise DataError(where, f"expected 'XvsY' with letters X before Y (e.g. 'AvsC'), got {comparison!r}",
+                        field="comparison_type")
+    left, right = match.groups()
+    return {"where": where, "key": _hub_key(row),
+            "K": HUB_DATASETS.get(dataset), "pair": (left, right),
+            "outcome": _hub_outcome(_field(row, where, "ranking"), left, right, where),
+            "instruction": _text(row, where, "instruction"), "source": _image(row, where, roots, "source_image"),
+            "images": {left: _image(row, where, roots, "candidate_1"), right: _image(row, where, roots, "candidate_2")}}
+
+
+def _hub_group(rows: list[dict[str, Any]]) -> GroupItem:
+    """The K-way group of one id prefix, its ranking rebuilt from the pairwise outcomes."""
+    where = rows[0]["where"]
+    letters = sorted({x for r in rows for x in r["pair"]})
+    k = rows[0]["K"] or len(letters)
+    expected = [chr(ord("A") + i) for i in range(k)]
+    if letters != expected:
+        raise DataError(where, f"group {rows[0]['key'][1]!r}: compares {''.join(letters)}, expected the {k} candidates "
+                        f"{''.join(expected)}", field="comparison_type")
+    outcome: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r["pair"] in outcome:
+            raise DataError(r["where"], f"group {r['key'][1]!r}: {r['pair'][0]}vs{r['pair'][1]} appears twice",
+                            field="comparison_type")
+        outcome[r["pair"]] = r["outcome"]
+        for name, value in (("instruction", r["instruction"]), ("source_image", r["source"])):
+            if value != rows[0][name if name == "instruction" else "source"]:
+                raise DataError(r["where"], f"group {r['key'][1]!r}: differs from the group's first row ({where})",
+                                field=name)
+    missing = [f"{a}vs{b}" for i, a in enumerate(expected) for b in expected[i + 1:] if (a, b) not in outcome]
+    if missing:
+        raise DataError(where, f"group {rows[0]['key'][1]!r}: no row for {', '.join(missing)} "
+                        f"(a group of {k} needs all {k * (k - 1) // 2} comparisons)", field="comparison_type")
+    images: dict[str, str] = {}
+    for r in rows:
+        for letter, image in r["images"].items():
+            if images.setdefault(letter, image) != image:
+                raise DataError(r["where"], f"group {r['key'][1]!r}: candidate {letter} is {image}, but "
+                                f"{images[letter]} in an earlier row", field="candidate_1")
+    wins = {x: sum((o > 0) if a == x else (o < 0) for (a, b), o in outcome.items() if x in (a, b)) for x in expected}
+    tiers: list[list[str]] = []
+    for x in sorted(expected, key=lambda c: (-wins[c], c)):
+        if tiers and wins[tiers[-1][0]] == wins[x] and outcome[tuple(sorted((tiers[-1][0], x)))] == 0:
+            tiers[-1].append(x)
+        else:
+            tiers.append([x])
+    level = {x: t for t, tier in enumerate(tiers) for x in tier}
+    for (a, b), o in outcome.items():
+        if o != (level[a] < level[b]) - (level[a] > level[b]):
+            raise DataError(where, f"group {rows[0]['key'][1]!r}: the outcomes "
+                            f"{', '.join(f'{p}vs{q}:{v:+d}' for (p, q), v in sorted(outcome.items()))} "
+                            "form no single ranking", field="ranking")
+    ranking = ">".join("=".join(t) for t in tiers)
+    official = "A=B=Good" if ranking == "A=B" else ranking
+    return GroupItem(source=rows[0]["source"], instruction=rows[0]["instruction"],
+                     candidates=tuple(images[x] for x in expected), ranking=ranking, K=k, official_ranking=official)
+
+
+def load_editreward_bench_hub(path: str | Path, image_root: str | Path | None = None,
+                              rejects: list[DataError] | None = None) -> list[GroupItem]:
+    """EditReward-Bench groups rebuilt from the hub's one-row-per-comparison layout (see the module doc), in
+    first-seen order. A bad row or group raises a DataError naming file, row and field; with ``rejects`` a
+    list, it is appended there and its whole group skipped."""
+    path = Path(path)
+    roots = _roots(path, image_root)
+    groups: dict[tuple[Any, str], list[dict[str, Any] | None]] = {}
+    for where, row in _read_rows(path):
+        try:
+            parsed = _hub_row(row, where, roots)
+        except DataError as err:
+            if rejects is None:
+                raise
+            rejects.append(err)
+            groups.setdefault(_hub_key(row), []).append(None)  # the group is incomplete now
+            continue
+        groups.setdefault(parsed["key"], []).append(parsed)
+    items = []
+    for rows in groups.values():
+        if any(r is None for r in rows):
+            continue
+        try:
+            items.append(_hub_group(rows))  # type: ignore[arg-type]
+        except DataError as err:
+            if rejects is None:
+                raise
+            rejects.append(err)
+    if not items:
+        raise DataError(path, "no usable EditReward-Bench groups in these hub rows"
+                        + (f" ({len(rejects)} rejected; the first: {rejects[0]})" if rejects else ""))
     return items
 
 
 LOADERS = {
     "genai_bench_edit": load_genai_bench_edit,
     "aurora_bench": load_aurora_bench,
+    "aurora_pointwise": load_aurora_pointwise,
     "imagenhub": load_imagenhub,
     "editreward_bench": load_editreward_bench,
 }
@@ -323,5 +536,5 @@ LOADERS = {
 __all__ = [
     "PairItem", "PointItem", "GroupItem", "load_pair_bench", "load_genai_bench_edit", "load_aurora_bench",
     "load_imagenhub", "imagenhub_groups", "imagenhub_human_upper_bound", "normalise_ranking",
-    "load_editreward_bench", "LOADERS",
+    "load_editreward_bench", "load_editreward_bench_hub", "load_aurora_pointwise", "LOADERS",
 ]

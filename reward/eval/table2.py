@@ -4,6 +4,8 @@
 ``reward.eval.editworld_bench.model_scorer``; baselines random / pixel heuristic / untrained backbone with heads),
 writes the per-item scores to ``OUT/scores/<method>/<bench>.jsonl`` (``reward.eval.score_files``) and computes
 the metrics from those files only, so ``--from-scores OUT`` recomputes the same table without loading any model.
+Two tables come out of the same scores: editrl's metrics (``rows``) and the official ``eval_bench.py`` protocol
+(``official_rows``, ``reward.eval.official_protocol``); ``protocol`` picks which are printed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reward.eval.score_files import BENCHES, LoadedBench, bench_metrics, load_be
 BENCH_ALIASES = {
     "genai": "genai", "genai_bench_edit": "genai", "genai-bench": "genai", "genai_bench": "genai",
     "aurora": "aurora", "aurora_bench": "aurora", "aurora-bench": "aurora",
+    "aurora_pointwise": "aurora_point", "aurora-pointwise": "aurora_point", "aurora_point": "aurora_point",
     "imagenhub": "imagenhub",
     "editreward": "editreward", "editreward_bench": "editreward", "editreward-bench": "editreward",
     "editworld": "editworld",
@@ -30,11 +33,30 @@ BENCH_ALIASES = {
 COLUMNS = (
     ("genai_ties", "GenAI (ties)", "genai"), ("genai", "GenAI", "genai"),
     ("aurora_ties", "AURORA (ties)", "aurora"), ("aurora", "AURORA", "aurora"),
-    ("imagenhub", "ImagenHub", "imagenhub"),
+    ("aurora_point", "AURORA (point)", "aurora_point"), ("imagenhub", "ImagenHub", "imagenhub"),
     ("editreward_k2", "EditReward K=2", "editreward"), ("editreward_k3", "K=3", "editreward"),
     ("editreward_k4", "K=4", "editreward"), ("editreward_overall", "Overall", "editreward"),
     ("editworld", "editworld", "editworld"),
 )
+# the official eval_bench.py figures of the same scores: (key, header, bench)
+OFFICIAL_COLUMNS = (
+    ("genai_paper", "GenAI (paper)", "genai"), ("genai_noties", "GenAI (no ties)", "genai"),
+    ("aurora_paper", "AURORA (paper)", "aurora"), ("aurora_noties", "AURORA (no ties)", "aurora"),
+    ("aurora_point", "AURORA (point)", "aurora_point"), ("imagenhub", "ImagenHub", "imagenhub"),
+    ("er2_pairwise", "ER-2 pairwise", "editreward"), ("er2_strict", "ER-2 strict", "editreward"),
+    ("er3_pairwise", "ER-3 pairwise", "editreward"), ("er3_strict", "ER-3 strict", "editreward"),
+    ("er4_pairwise", "ER-4 pairwise", "editreward"), ("er4_strict", "ER-4 strict", "editreward"),
+    ("er_pairwise", "ER overall pairwise", "editreward"), ("er_strict", "ER overall strict", "editreward"),
+)
+POINT_COLUMNS = ("imagenhub", "aurora_point")
+PROTOCOLS = ("both", "editrl", "official")
+OFFICIAL_NOTE = (
+    "Official protocol: the same scores through EditReward's evaluate/eval_bench.py, reproduced "
+    "(reward.eval.official_protocol; scores rounded to float32 as there). '(paper)': its calc_accuracy_with_ties, "
+    "which never tries 'no model ties'; '(no ties)': C/(C+D) over human-non-tied pairs. ER = EditReward-Bench per "
+    "group size: 2 pairwise = tie-calibrated with eps fitted on the 2-candidate groups, 3/4 pairwise = without "
+    "ties, overall pairwise = re-calibrated over all pairs; strict = the exact ranking (a bare 'A=B' label counts "
+    "as A>B, rankings with '=' are never strictly right). ImagenHub: tanh(mean r); AURORA (point): mean r.")
 BASELINES = {"random": "random", "pixel": "pixel-difference heuristic", "untrained": "untrained backbone + heads"}
 HUMAN_ROW = "human (upper bound)"
 POSITION_NOTE = ("position bias (A.8): accuracy with every pair's order swapped; the reward model and all baselines "
@@ -50,11 +72,12 @@ def parse_bench_args(specs: Sequence[str] | None) -> dict[str, Path]:
     for spec in specs or ():
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ConfigError(f"--bench {spec!r}: expected NAME=PATH with NAME one of genai, aurora, imagenhub, editreward")
+            raise ConfigError(f"--bench {spec!r}: expected NAME=PATH with NAME one of genai, aurora, aurora_pointwise, "
+                              "imagenhub, editreward")
         key = BENCH_ALIASES.get(name.strip().lower())
         if key is None or key == "editworld":
             raise ConfigError(f"--bench {spec!r}: unknown benchmark {name!r}; expected one of genai, aurora, "
-                              "imagenhub, editreward (the editworld bench comes from --data)")
+                              "aurora_pointwise, imagenhub, editreward (the editworld bench comes from --data)")
         if key in out:
             raise ConfigError(f"--bench {name}: given twice")
         p = Path(path)
@@ -88,8 +111,9 @@ def table_row(metrics: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         row["genai_ties"], row["genai"] = metrics["genai"]["accuracy_with_ties"], metrics["genai"]["accuracy"]
     if "aurora" in metrics:
         row["aurora_ties"], row["aurora"] = metrics["aurora"]["accuracy_with_ties"], metrics["aurora"]["accuracy"]
-    if "imagenhub" in metrics:
-        row["imagenhub"] = metrics["imagenhub"]["spearman"]
+    for bench in POINT_COLUMNS:
+        if bench in metrics:
+            row[bench] = metrics[bench]["spearman"]
     if "editreward" in metrics:
         m = metrics["editreward"]
         for k in ("2", "3", "4"):
@@ -97,6 +121,26 @@ def table_row(metrics: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         row["editreward_overall"] = m["overall"]
     if "editworld" in metrics:
         row["editworld"] = metrics["editworld"]["accuracy"]
+    return row
+
+
+def official_row(metrics: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The official-protocol cells of one method (None where the bench was not given / undefined)."""
+    row: dict[str, float | None] = {key: None for key, _, _ in OFFICIAL_COLUMNS}
+    for bench in ("genai", "aurora"):
+        if bench in metrics:
+            off = metrics[bench]["official"]
+            row[f"{bench}_paper"], row[f"{bench}_noties"] = off["accuracy_with_ties_paper"], off["accuracy_without_ties"]
+    for bench in POINT_COLUMNS:
+        if bench in metrics:
+            row[bench] = metrics[bench]["official"]["average"]
+    if "editreward" in metrics:
+        off = metrics["editreward"]["official"]
+        for k in ("2", "3", "4"):
+            if f"{k}-Pair" in off:
+                row[f"er{k}_pairwise"] = off[f"{k}-Pair"]["pairwise_accuracy"]
+                row[f"er{k}_strict"] = off[f"{k}-Pair"]["strict_ranking_accuracy"]
+        row["er_pairwise"], row["er_strict"] = off["overall"]["pairwise_accuracy"], off["overall"]["strict_ranking_accuracy"]
     return row
 
 
@@ -114,7 +158,9 @@ def compute_table(out_dir: str | Path) -> dict[str, Any]:
     if not methods:
         raise DataError(scores_dir, "no method folders with score files")
     result: dict[str, Any] = {"columns": [{"key": k, "header": h, "bench": b} for k, h, b in COLUMNS],
-                              "rows": {}, "details": {}, "methods": {}, "human_upper_bound": {}, "benches": []}
+                              "rows": {}, "details": {}, "methods": {}, "human_upper_bound": {}, "benches": [],
+                              "official_columns": [{"key": k, "header": h, "bench": b} for k, h, b in OFFICIAL_COLUMNS],
+                              "official_rows": {}}
     benches_seen: set[str] = set()
     for mdir in methods:
         display = names.get(mdir.name, mdir.name)
@@ -128,6 +174,7 @@ def compute_table(out_dir: str | Path) -> dict[str, Any]:
         result["methods"][display] = mdir.name
         result["details"][display] = metrics
         result["rows"][display] = table_row(metrics)
+        result["official_rows"][display] = official_row(metrics)
         if "imagenhub" in metrics and metrics["imagenhub"].get("human_upper_bound") is not None:
             result["human_upper_bound"]["imagenhub"] = metrics["imagenhub"]["human_upper_bound"]
     if "imagenhub" in result["human_upper_bound"]:
@@ -136,14 +183,15 @@ def compute_table(out_dir: str | Path) -> dict[str, Any]:
         result["rows"][HUMAN_ROW] = human
     result["benches"] = [b for b in BENCHES if b in benches_seen]
     result["notes"] = _notes(result)
+    result["official_notes"] = [OFFICIAL_NOTE]
     return result
 
 
 def _notes(result: dict[str, Any]) -> list[str]:
-    notes = ["'(ties)': tie-calibrated pairwise accuracy (Deutsch et al.), model tie = |diff| <= eps chosen per method; "
+    notes = ["editrl metrics. '(ties)': tie-calibrated pairwise accuracy (Deutsch et al.), model tie = |diff| <= eps chosen per method; "
              "plain columns: accuracy over human-non-tied pairs. EditReward: strict group accuracy with the eps that "
-             "maximises tie-calibrated accuracy on the bench's own within-group pairs. ImagenHub: Spearman "
-             "(Fisher-z mean over editing models)."]
+             "maximises tie-calibrated accuracy on the bench's own within-group pairs. ImagenHub, AURORA (point): "
+             "Spearman (Fisher-z mean over editing models)."]
     bias = []
     for method, metrics in result["details"].items():
         parts = [f"{b} {100 * m['position_bias']['accuracy_given']:.1f}->{100 * m['position_bias']['accuracy_swapped']:.1f}"
@@ -159,26 +207,38 @@ def _notes(result: dict[str, Any]) -> list[str]:
 def _fmt(value: float | None, column: str) -> str:
     if value is None:
         return "-"
-    return f"{value:.3f}" if column == "imagenhub" else f"{100 * value:.2f}"
+    return f"{value:.3f}" if column in POINT_COLUMNS else f"{100 * value:.2f}"
 
 
-def print_table(result: dict[str, Any], console: Any = None) -> None:
+def print_table(result: dict[str, Any], console: Any = None, protocol: str = "both") -> None:
+    """Print editrl's table, the official protocol's, or both (``protocol``: both, editrl, official)."""
     from rich.console import Console
     from rich.table import Table
 
-    cols = [(k, h) for k, h, b in COLUMNS]
-    table = Table(title="Reward-model evaluation (Table 2): accuracy % / ImagenHub Spearman",
-                  caption="\n".join(result.get("notes", [])), caption_justify="left")
-    table.add_column("method")
-    for _, header in cols:
-        table.add_column(header, justify="right")
-    for method, row in result["rows"].items():
-        table.add_row(method, *(_fmt(row.get(k), k) for k, _ in cols))
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    tables = []
+    if protocol in ("both", "editrl"):
+        tables.append(("Reward-model evaluation (Table 2), editrl metrics: accuracy % / Spearman",
+                       COLUMNS, result["rows"], result.get("notes", [])))
+    if protocol in ("both", "official") and "official_rows" in result:
+        tables.append(("The same scores under the official EditReward protocol (eval_bench.py): accuracy % / Spearman",
+                       OFFICIAL_COLUMNS, result["official_rows"], result.get("official_notes", [])))
     if console is None:
         console = Console()
         if not console.is_terminal:  # a log or a pipe: do not squeeze the table to 80 columns
             console = Console(width=200)
-    console.print(table)
+    for title, columns, rows, notes in tables:
+        cols = [(k, h) for k, h, _ in columns]
+        if columns is OFFICIAL_COLUMNS:  # 14 columns: only the benches given
+            cols = [(k, h) for k, h in cols if any(r.get(k) is not None for r in rows.values())] or cols
+        table = Table(title=title, caption="\n".join(notes), caption_justify="left")
+        table.add_column("method")
+        for _, header in cols:
+            table.add_column(header, justify="right")
+        for method, row in rows.items():
+            table.add_row(method, *(_fmt(row.get(k), k) for k, _ in cols))
+        console.print(table)
 
 
 def plot_table(result: dict[str, Any], path: str | Path) -> Path:
@@ -205,12 +265,14 @@ def plot_table(result: dict[str, Any], path: str | Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def write_outputs(result: dict[str, Any], out_dir: str | Path, console: Any = None) -> dict[str, Any]:
+def write_outputs(result: dict[str, Any], out_dir: str | Path, console: Any = None,
+                  protocol: str = "both") -> dict[str, Any]:
+    """table2.json (both protocols), table2.png (editrl's metrics) and the printed table(s)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table2.json").write_text(json.dumps(result, indent=1))
     plot_table(result, out_dir / "table2.png")
-    print_table(result, console)
+    print_table(result, console, protocol)
     return result
 
 
@@ -234,7 +296,7 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
                    benches: dict[str, Path] | None = None, image_root: str | Path | None = None,
                    baselines: Sequence[str] = ("random", "pixel", "untrained"), out_dir: str | Path,
                    batch_size: int = 64, max_items: int | None = None, progress: bool = True,
-                   console: Any = None) -> dict[str, Any]:
+                   console: Any = None, protocol: str = "both") -> dict[str, Any]:
     """Score every bench with every checkpoint and baseline, save the scores, print / write Table 2."""
     from reward.eval.editworld_bench import (load_model_for_eval, model_scorer, pixel_heuristic_scorer, random_scorer,
                                              untrained_like)
@@ -289,7 +351,7 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
     result = compute_table(out)
     result["inputs"] = {"checkpoints": [str(c) for c in checkpoints], "data": None if data is None else str(data),
                         "benches": {b.name: b.path for b in loaded}, "items": {b.name: len(b.rows) for b in loaded}}
-    write_outputs(result, out, console)
+    write_outputs(result, out, console, protocol)
     if data is not None:  # the editworld-only eval's outputs, as `reward eval --data` always wrote them
         legacy = {m: {"pairwise_accuracy": d["editworld"]["accuracy"], "pairs": d["editworld"]["pairs"]}
                   for m, d in result["details"].items() if "editworld" in d}
@@ -307,12 +369,14 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
     return result
 
 
-def run_from_scores(scores_dir: str | Path, out_dir: str | Path | None = None, console: Any = None) -> dict[str, Any]:
-    """Recompute Table 2 from saved scores (no model is loaded); outputs go to ``out_dir`` (default: scores_dir)."""
+def run_from_scores(scores_dir: str | Path, out_dir: str | Path | None = None, console: Any = None,
+                    protocol: str = "both") -> dict[str, Any]:
+    """Recompute both tables from saved scores (no model is loaded); outputs go to ``out_dir`` (default: scores_dir)."""
     result = compute_table(scores_dir)
     result["inputs"] = {"from_scores": str(scores_dir)}
-    return write_outputs(result, out_dir or scores_dir, console)
+    return write_outputs(result, out_dir or scores_dir, console, protocol)
 
 
-__all__ = ["COLUMNS", "parse_bench_args", "parse_baselines", "table_row", "compute_table", "print_table", "plot_table",
+__all__ = ["COLUMNS", "OFFICIAL_COLUMNS", "PROTOCOLS", "parse_bench_args", "parse_baselines", "table_row",
+           "official_row", "compute_table", "print_table", "plot_table",
            "run_eval_suite", "run_from_scores"]
