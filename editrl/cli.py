@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edited", required=True, nargs="+", help="edited image(s), scored as one group with a shared prefix")
     p.add_argument("--device", default=None, help="torch device (default: where the checkpoint loads, CPU)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print per-edit mu, sigma, score, score_sigma as JSON (for scripts)")
+    p = _command(reward, "import-official", "reward.official.importer:run",
+                 "convert a released EditReward checkpoint (model.safetensors / model.pth) + its base model folder "
+                 "into an editrl reward checkpoint that scores exactly like the official code")
+    p.add_argument("--checkpoint", required=True, help="folder with model.safetensors or model.pth (or the file itself)")
+    p.add_argument("--base", required=True, help="local folder of the base model (Qwen2.5-VL-7B-Instruct or "
+                                                 "MiMo-VL-7B-SFT-2508): architecture, tokenizer, chat template")
+    p.add_argument("--out", required=True, help="new editrl reward checkpoint folder")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype written to the config (default: the checkpoint's backbone dtype)")
     p = _command(reward, "train", "reward.train.commands:train", "train a reward model on preference pairs (config + overrides)")
     _config_args(p, default="configs/reward/editworld-tiny.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -57,7 +57,9 @@ class RewardModelConfig:
     head_bottleneck: int = 16  # second hidden width of the MLP head(s) (official: 16)
     head_dropout: float = 0.05  # dropout after the first head layer (official: 0.05)
     dimensions: tuple[str, ...] = DIMENSIONS  # scored dimensions, in output order
-    aggregation: Literal["mean", "min", "sum"] = "mean"  # how dimensions combine into the ranking score
+    # How dimensions combine into the ranking score: "mean" (mu mean, sigma = sqrt(sum var) / D), "min", "sum", or
+    # "mean_log_sigma" (the released EditReward's pooling: mu mean, sigma = exp(mean log sigma), in loss and score)
+    aggregation: Literal["mean", "min", "sum", "mean_log_sigma"] = "mean"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # backbone dtype (heads always run in float32)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # attention kernel of the backbone
     gradient_checkpointing: bool = False  # recompute backbone activations in backward to save memory
@@ -76,6 +78,10 @@ class RewardModelConfig:
     # both images in one token; the source still opens the shared prefix). "pair_clip" costs no extra tokens and
     # is what lets a backbone trained from scratch compare the two images; pretrained backbones use "image".
     edited_input: Literal["image", "pair_clip"] = "image"
+    # "native": editrl's input format (one pass scores every dimension, `prompt`, 3-D M-RoPE positions); "official":
+    # the released EditReward's (set by `editrl reward import-official`): the base's chat template with one rubric
+    # per head, one pass per dimension, 1-D positions, factor-28 resize to `pixel_area`; reward/official/inference.py
+    inference: Literal["native", "official"] = "native"
 
     def __post_init__(self) -> None:
         if not self.dimensions:
@@ -88,6 +94,13 @@ class RewardModelConfig:
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         self.dimensions = tuple(self.dimensions)
+        if self.inference == "official":
+            need = {"head": "multiple", "edited_input": "image", "head_input": "final"}
+            wrong = {k: getattr(self, k) for k, v in need.items() if getattr(self, k) != v}
+            if len(self.dimensions) != 2:
+                wrong["dimensions"] = list(self.dimensions)
+            if wrong:
+                raise ValueError(f"inference 'official' needs {need} and 2 dimensions; got {wrong}")
 
     @property
     def num_dimensions(self) -> int:

@@ -185,7 +185,16 @@ class EditRewardModel(nn.Module):
                 position_ids: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
                 video_grid_thw: torch.Tensor | None = None, second_per_grid_ts: torch.Tensor | None = None,
                 **unused: Any) -> RewardOutput:
-        """Every dimension's (mu, log_sigma), shape (B, D), from one backbone pass over a builder batch."""
+        """Every dimension's (mu, log_sigma), shape (B, D), from one backbone pass over a builder batch; an
+        ``OfficialInputBuilder`` batch (input_ids (D, B, L)) runs the official passes (reward/official/inference.py)."""
+        if input_ids.ndim == 3:
+            from reward.official.inference import official_forward
+
+            return RewardOutput(*official_forward(self, input_ids, attention_mask, pixel_values, image_grid_thw))
+        if self.cfg.inference == "official":
+            raise ValueError("this reward model runs in official inference mode (inference: official): build its inputs "
+                             "with reward.official.inference.input_builder(processor, cfg), or score through "
+                             "RewardScorer; model.with_inference('native') gives editrl's one-pass format")
         if mm_token_type_ids is None:
             raise ValueError("mm_token_type_ids missing: build batches with reward.model.inputs.RewardInputBuilder")
         hidden = self._backbone_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids,
@@ -206,6 +215,17 @@ class EditRewardModel(nn.Module):
             mus.append(out.mu)
             log_sigmas.append(out.log_sigma)
         return RewardOutput(mu=torch.cat(mus, dim=1), log_sigma=torch.cat(log_sigmas, dim=1))
+
+    def with_inference(self, mode: str) -> "EditRewardModel":
+        """This model (the same weights, not a copy) reading inputs of inference mode ``mode`` ("native"/"official")."""
+        import copy
+        import dataclasses
+
+        if mode == self.cfg.inference:
+            return self
+        view = copy.copy(self)  # shares parameters and submodules; only the config differs
+        view.cfg = dataclasses.replace(self.cfg, inference=mode)
+        return view
 
     # -- shared-prefix group scoring -----------------------------------------------------------------
     def _images_per_row(self, input_ids: torch.Tensor) -> list[int]:
@@ -274,6 +294,8 @@ def build_reward_model(model_cfg: RewardModelConfig, processor_dir: str | Path |
     else:
         backbone, processor = load_backbone(model_cfg.backbone, model_cfg)
     reward_id = ensure_reward_token(processor, model_cfg.reward_token)
+    if model_cfg.inference == "official":  # the official model sizes its embeddings to the tokenizer (a shrink)
+        backbone.resize_token_embeddings(len(processor.tokenizer))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(model_cfg.tiny.seed + 1)
         model = EditRewardModel(backbone, model_cfg, reward_id)

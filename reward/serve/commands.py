@@ -9,6 +9,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from editrl.config import ConfigError
 
@@ -30,6 +31,8 @@ def score(args: argparse.Namespace) -> int:
         raise DataError(source, "source image not found", field="--source")
     scorer = RewardScorer.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
     results = scorer.score_group(str(source), args.instruction, [str(e) for e in args.edited])
+    if getattr(args, "json", False):
+        return _print_json(scorer, args.edited, results)
 
     table = Table(title=f"EditReward ({scorer.cfg.aggregation} of {len(scorer.dimensions)} dimensions): "
                         f"{args.instruction!r}")
@@ -57,6 +60,25 @@ def score(args: argparse.Namespace) -> int:
         if res.error is not None:
             console.print(f"[red]error[/red] {path}: {res.error}")
     return 1 if failed else 0
+
+
+def _print_json(scorer: Any, edited: list, results: list) -> int:
+    """``reward score --json``: one object per edited image (mu, sigma per dimension, score, score_sigma, error;
+    NaN becomes null), printed as one JSON list on stdout for scripts. Exit 1 if any edit failed."""
+    import math
+
+    def num(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    rows = []
+    for path, res in zip(edited, results):
+        if res.error is None and not (math.isfinite(res.score) and math.isfinite(res.score_sigma)):
+            res.error = f"the reward model gave a non-finite score ({res.score}); its weights may be damaged"
+        rows.append({"edited": str(path), "mu": {d: num(v) for d, v in res.mu.items()},
+                     "sigma": {d: num(v) for d, v in res.sigma.items()}, "score": num(res.score),
+                     "score_sigma": num(res.score_sigma), "error": res.error})
+    print(json.dumps({"aggregation": scorer.cfg.aggregation, "inference": scorer.cfg.inference, "edits": rows}))
+    return 1 if any(r["error"] for r in rows) else 0
 
 
 def serve(args: argparse.Namespace) -> int:

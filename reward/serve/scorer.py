@@ -67,13 +67,17 @@ class RewardScorer:
 
     def __init__(self, model: Any, processor: Any, model_cfg: RewardModelConfig, batch_size: int = 32,
                  device: str | torch.device | None = None):
+        from reward.official.inference import input_builder
+
+        if hasattr(model, "with_inference"):  # the model reads the inputs of the config's mode (native / official)
+            model = model.with_inference(model_cfg.inference)
         self.model = model.eval()
         self.processor = processor
         self.cfg = model_cfg
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
-        self.builder = RewardInputBuilder(processor, model_cfg)
+        self.builder: RewardInputBuilder | Any = input_builder(processor, model_cfg)
         self.dimensions = tuple(model_cfg.dimensions)
 
     @classmethod
@@ -149,6 +153,9 @@ class RewardScorer:
         return p
 
     def _score_group_chunk(self, groups: list[_Prepared], results: list[list[ScoredEdit | None]]) -> None:
+        if self.cfg.inference == "official":
+            self._score_group_chunk_official(groups, results)
+            return
         prefix_batch = self.builder.prefixes([g.source for g in groups], [g.instruction for g in groups])
         todo = [(k, j) for k, g in enumerate(groups) for j, err in enumerate(g.edited_errors) if err is None]
         with torch.inference_mode():
@@ -161,6 +168,19 @@ class RewardScorer:
                 out = self.model.forward_with_prefix(prefix, rows, **suffix)
                 for (k, j), scored in zip(chunk, self._to_scored(out.mu, out.log_sigma)):
                     results[k][j] = scored
+
+    def _score_group_chunk_official(self, groups: list[_Prepared], results: list[list[ScoredEdit | None]]) -> None:
+        """Official-mode groups: one cached prefix (system turn + source image) per group serves every candidate
+        and both passes (reward.official.inference.official_group_scores); same scores as ``score``."""
+        from reward.official.inference import official_group_scores
+
+        todo = [(k, j) for k, g in enumerate(groups) for j, err in enumerate(g.edited_errors) if err is None]
+        with torch.inference_mode():
+            mu, log_sigma = official_group_scores(self.model, self.builder, [g.source for g in groups],
+                                                  [g.instruction for g in groups],
+                                                  [(k, groups[k].edited[j]) for k, j in todo], self.batch_size)
+        for (k, j), scored in zip(todo, self._to_scored(mu, log_sigma)):
+            results[k][j] = scored
 
     def _to_scored(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> list[ScoredEdit]:
         mu, log_sigma = mu.float(), log_sigma.float()

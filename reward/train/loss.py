@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-AGGREGATIONS = ("mean", "min", "sum")
+AGGREGATIONS = ("mean", "min", "sum", "mean_log_sigma")
 _GH_X, _GH_W = (torch.from_numpy(a) for a in np.polynomial.hermite.hermgauss(48))
 _PANELS = ((0.0, 2.0), (2.0, 6.0), (6.0, 14.0), (14.0, 40.0))
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(24)
@@ -40,8 +40,12 @@ _WEIGHTS = torch.from_numpy(np.concatenate([(b - a) / 2 * _GL_W for a, b in _PAN
 def aggregate(mu: torch.Tensor, log_sigma: torch.Tensor, how: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """One Gaussian per row from (B, D) per-dimension Gaussians; returns (mu, sigma), each (B,).
 
-    mean: mu = mean_d mu_d, var = sum_d var_d / D^2;  min: the argmin-mu dimension;  sum: mu, var summed.
+    mean: mu = mean_d mu_d, var = sum_d var_d / D^2;  min: the argmin-mu dimension;  sum: mu, var summed;
+    mean_log_sigma: the released EditReward's pooling, mu = mean_d mu_d, log sigma = mean_d log_sigma_d.
     """
+    if how == "mean_log_sigma":
+        return mu.mean(-1), torch.exp(log_sigma.float().mean(-1) if log_sigma.dtype in (torch.float16, torch.bfloat16)
+                                      else log_sigma.mean(-1))
     var = torch.exp(2 * log_sigma.float() if log_sigma.dtype in (torch.float16, torch.bfloat16) else 2 * log_sigma)
     d = mu.shape[-1]
     if how == "mean":
@@ -87,8 +91,10 @@ def ranking_loss(
     *,
     num_samples: int = 1000,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Uncertainty-aware ranking loss of winners over losers; inputs (B, D), returns the batch mean."""
+    """Uncertainty-aware ranking loss of winners over losers; inputs (B, D), returns the batch mean.
+    ``noise`` (B, num_samples), estimator "mc" only: these standard normals instead of drawn ones."""
     a_w, s_w = aggregate(mu_w, log_sigma_w, aggregation)
     a_l, s_l = aggregate(mu_l, log_sigma_l, aggregation)
     delta = (a_w - a_l).double()
@@ -96,20 +102,26 @@ def ranking_loss(
     if estimator == "quadrature":
         per_pair = expected_softplus(delta, s)
     elif estimator == "mc":
-        per_pair = _official_mc(delta, s, num_samples, generator)
+        per_pair = _official_mc(delta, s, num_samples, generator, noise)
     else:
         raise ValueError(f"unknown estimator {estimator!r}; expected 'quadrature' or 'mc'")
     return per_pair.mean().to(mu_w.dtype)
 
 
-def _official_mc(delta: torch.Tensor, s: torch.Tensor, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+def _official_mc(delta: torch.Tensor, s: torch.Tensor, num_samples: int, generator: torch.Generator | None,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
     """The official EditReward / HPSv3 estimate: ``num_samples`` standard normals per pair drawn in fp32 on the
     generator's device (CPU by default) and rounded to fp16, then z = delta + s * eps, loss = mean softplus(-z).
     With the same generator state this reproduces the official number (up to its fp32 arithmetic)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    eps = torch.randn((*delta.shape, num_samples), generator=generator, device=gen_device).to(delta.device)
+    if noise is not None:
+        if tuple(noise.shape) != (*delta.shape, num_samples):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {(*delta.shape, num_samples)}")
+        eps = noise.float().to(delta.device)
+    else:
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        eps = torch.randn((*delta.shape, num_samples), generator=generator, device=gen_device).to(delta.device)
     eps = eps.to(torch.float16).to(delta.dtype)
     return F.softplus(-(delta[..., None] + s[..., None] * eps)).mean(-1)
 

@@ -218,9 +218,9 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     model, processor = build_model(cfg.model)
     if cfg.init_from:
         init_weights_from(model, cfg.model, cfg.init_from)
-    from reward.model.inputs import RewardInputBuilder
+    from reward.official.inference import input_builder
 
-    builder = RewardInputBuilder(processor, cfg.model)
+    builder = input_builder(processor, cfg.model)  # editrl's format, or the official passes (model.inference)
     collate = PairCollator(builder)  # validation pairs (and training pairs unless grouped)
     train_collate = GroupCollator(builder) if grouped else collate
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "head" in n]
