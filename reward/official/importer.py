@@ -283,9 +283,29 @@ def import_official(checkpoint: str | Path, base: str | Path, out: str | Path, d
                           out=str(out))
     save_checkpoint(model, processor, cfg, out, extra={"official_import": report.to_dict()})
     del model, mapped
+    write_finetune_config(cfg, out)
     if verify:
         load_checkpoint(out)
     return report
+
+
+FINETUNE_NAME = "finetune.yaml"
+
+
+def write_finetune_config(cfg: Any, out: Path) -> Path:
+    """``OUT/finetune.yaml``: a ``reward train`` config that continues training the imported model with the
+    official objective (uncertainty loss, Monte Carlo estimator, mean-log-sigma pooling, the paper's lr)."""
+    import yaml
+
+    from editrl.config import config_to_dict
+    from reward.train.config import RewardTrainConfig
+
+    train = RewardTrainConfig(model=cfg, init_from=str(out.resolve()), out_dir=str(out.resolve()) + "-finetune")
+    train.data.loss, train.data.estimator, train.train.lr = "uncertainty", "mc", 2e-6
+    path = out / FINETUNE_NAME
+    path.write_text(f"# editrl reward train --config {path} data.train=PAIRS  (fine-tunes the imported model)\n"
+                    + yaml.safe_dump(config_to_dict(train), sort_keys=False))
+    return path
 
 
 def run(args: argparse.Namespace) -> int:

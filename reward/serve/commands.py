@@ -178,9 +178,10 @@ def bench(args: argparse.Namespace) -> int:
     if args.ray_replicas:
         from reward.serve.throughput import run_service_rows
 
+        mode = scorer.cfg.inference
         del scorer  # the replicas build their own copy of the same model
         run_service_rows(result, groups, replicas=args.ray_replicas, num_gpus=1.0 if args.device == "cuda" else 0.0,
-                         callers=args.ray_callers, group_size=8, batch_size=args.batch_size,
+                         callers=args.ray_callers, group_size=8, batch_size=args.batch_size, mode=mode,
                          scorer_kwargs=dict(checkpoint=args.checkpoint, device=args.device,
                                             full_shapes=args.full_shapes, batch_size=args.batch_size))
     print_result(result)

@@ -7,17 +7,25 @@ Rows, all scoring the same N edits (N/16 sources, 16 candidate edits each):
 3. ``one pass, batched``: both dimensions from one forward, batches of ``batch_size`` (what a replica does
    with a dynamically formed batch);
 4. ``shared prefix, G=4/8/16``: candidates grouped by source and instruction; the prefix (prompt, source
-   image, instruction) is encoded once per group and its key/value cache reused per candidate.
+   image, instruction) is encoded once per group and its key/value cache reused per candidate;
+5. ``official mode, per edit``: the released EditReward's exact inference (``inference: official``: base chat
+   template, one pass per rubric, 1-D positions), one edit per call, as its own code runs it;
+6. ``official mode, batched``: the same numbers, ``batch_size`` edits and both passes in one forward;
+7. ``official mode, shared prefix, G=...``: the same numbers over one cached prefix (system turn + source image)
+   per group, each edited image encoded once for both passes.
 
-Every row includes input processing (image resize, tokenisation), as a served request would. The result
-also reports how far each row's scores are from the official-style scores (they compute the same thing).
+Rows 1-4 use editrl's native format, rows 5-7 the official one, on the same weights (rows 5-7 need one head per
+dimension; a checkpoint imported with ``editrl reward import-official`` runs all rows). Every row includes input
+processing (image resize, tokenisation), as a served request would. The result also reports how far each row's
+scores are from its mode's first row (they compute the same thing) and, with both modes, how far the native
+format's scores are from the official ones (``native_vs_official``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 QWEN25_VL_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                          num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6, vocab_size=152064,
@@ -36,11 +44,15 @@ class BenchResult:
     items: int
     tokens_per_edit: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    native_vs_official: dict[str, float] | None = None  # rank_agreement of the two modes' reference rows
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in self.rows]
-        return {"device": self.device, "model": self.model, "items": self.items,
-                "tokens_per_edit": self.tokens_per_edit, "rows": rows}
+        out = {"device": self.device, "model": self.model, "items": self.items,
+               "tokens_per_edit": self.tokens_per_edit, "rows": rows}
+        if self.native_vs_official is not None:
+            out["native_vs_official"] = self.native_vs_official
+        return out
 
 
 # ---- the model under test ---------------------------------------------------------------------------
@@ -161,6 +173,69 @@ def _per_item(scorer: Any, items: list, official: bool) -> list[float]:
     return scores
 
 
+def _official_per_item(scorer: Any, items: list) -> list[float]:
+    """The official schedule: one edit per call, one full pass (vision tower included) per dimension."""
+    import torch
+
+    from reward.official.inference import official_forward
+
+    scores = []
+    for item in items:
+        batch = scorer.builder([item.source], [item.instruction], [item.edited]).to(scorer.device)
+        with torch.inference_mode():
+            mu, log_sigma = official_forward(scorer.model, **batch, fuse_passes=False)
+        scores += [s.score for s in scorer._to_scored(mu, log_sigma)]
+    return scores
+
+
+def mode_view(scorer: Any, mode: str) -> Any | None:
+    """``scorer`` reading inputs of inference mode ``mode`` ("native" / "official") with the same weights, or None
+    when the model cannot (official mode needs one head per dimension and two dimensions)."""
+    import dataclasses
+
+    from reward.serve.scorer import RewardScorer
+
+    if scorer.cfg.inference == mode:
+        return scorer
+    try:
+        cfg = dataclasses.replace(scorer.cfg, inference=mode)
+    except ValueError:
+        return None
+    processor = scorer.processor
+    if mode == "official":
+        from reward.official.inference import official_processor
+
+        processor = official_processor(processor)
+    return RewardScorer(scorer.model, processor, cfg, batch_size=scorer.batch_size, device=scorer.device)
+
+
+def bench_styles(scorer: Any, group_sizes: tuple[int, ...] = (4, 8, 16)) -> list[tuple[str, str, Any]]:
+    """Every style ``run_bench`` can time on ``scorer``'s model, as (name, mode, fn(items, groups) -> scores):
+    native rows (editrl's format), then official-mode rows (the released EditReward's exact inference) when the
+    model has its two heads. The first row of each mode is that mode's reference for the score differences."""
+    styles: list[tuple[str, str, Any]] = []
+    native, official = mode_view(scorer, "native"), mode_view(scorer, "official")
+    if native is not None:
+        styles += [
+            ("official-style (2 forwards/edit, batch 1)", "native", lambda its, gs: _per_item(native, its, official=True)),
+            ("one pass, batch 1", "native", lambda its, gs: _per_item(native, its, official=False)),
+            (f"one pass, batched ({native.batch_size})", "native", lambda its, gs: [s.score for s in native.score(its)]),
+        ]
+        styles += [(f"shared prefix, G={g}", "native",
+                    lambda its, gs, g=g: [s.score for grp in native.score_groups(_regroup(gs, g)) for s in grp])
+                   for g in group_sizes]
+    if official is not None:
+        styles += [
+            ("official mode, per edit (2 passes, batch 1)", "official", lambda its, gs: _official_per_item(official, its)),
+            (f"official mode, batched ({official.batch_size})", "official",
+             lambda its, gs: [s.score for s in official.score(its)]),
+        ]
+        styles += [(f"official mode, shared prefix, G={g}", "official",
+                    lambda its, gs, g=g: [s.score for grp in official.score_groups(_regroup(gs, g)) for s in grp])
+                   for g in group_sizes]
+    return styles
+
+
 def _timed(fn: Any, device: str) -> tuple[Any, float]:
     import torch
 
@@ -173,41 +248,71 @@ def _timed(fn: Any, device: str) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def _tokens_per_edit(scorer: Any, item: Any) -> int:
+    """Tokens one edit costs in ``scorer``'s mode (official: summed over its passes)."""
+    batch = scorer.builder([item.source], [item.instruction], [item.edited])
+    return int(batch["attention_mask"].sum())
+
+
+def rank_agreement(a: list[float], b: list[float], groups: list) -> dict[str, float]:
+    """How far two score lists over the same grouped edits agree: max |diff|, Spearman over all edits, and the
+    share of within-group candidate pairs both put in the same order."""
+    from scipy.stats import spearmanr
+
+    same = total = 0
+    offset = 0
+    for _, _, edited in groups:
+        n = len(edited)
+        for i in range(offset, offset + n):
+            for j in range(i + 1, offset + n):
+                total += 1
+                same += (a[i] - a[j]) * (b[i] - b[j]) > 0
+        offset += n
+    rho = float(spearmanr(a, b).statistic) if len(a) > 1 else float("nan")
+    return {"max_abs_diff": max(abs(x - y) for x, y in zip(a, b)), "spearman": rho,
+            "pair_order_agreement": same / total if total else float("nan"), "pairs": total}
+
+
 def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8, 16), label: str = "",
               device: str = "cpu", progress: bool = True,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> BenchResult:
-    """Time every style on the same edits; returns edits/s, the ratio to official-style, and score agreement.
-    ``on_row(row)`` is called as each row is measured (``editrl.gpu_check`` records rows as they come)."""
+              on_row: Callable[[dict[str, Any]], None] | None = None, styles: Sequence[str] | None = None) -> BenchResult:
+    """Time every style (``bench_styles``; ``styles``: only those names) on the same edits; returns edits/s, the
+    ratio to the first row of its mode, and each row's max score difference to that row
+    (``max_abs_diff_vs_official``: native rows against official-style, official-mode rows against the official
+    per-edit row). With both modes, ``native_vs_official`` says how far editrl's native format is from the
+    official scores on these weights. ``on_row(row)`` is called as each row is measured (``editrl.gpu_check``)."""
     items = _singles(groups)
-    first = scorer.builder([items[0].source], [items[0].instruction], [items[0].edited])
-    result = BenchResult(device=device, model=label, items=len(items), tokens_per_edit=int(first["input_ids"].shape[1]))
-    styles: list[tuple[str, Any]] = [
-        ("official-style (2 forwards/edit, batch 1)", lambda its, gs: _per_item(scorer, its, official=True)),
-        ("one pass, batch 1", lambda its, gs: _per_item(scorer, its, official=False)),
-        (f"one pass, batched ({scorer.batch_size})", lambda its, gs: [s.score for s in scorer.score(its)]),
-    ]
-    for g in group_sizes:
-        styles.append((f"shared prefix, G={g}",
-                       lambda its, gs, g=g: [s.score for grp in scorer.score_groups(_regroup(gs, g)) for s in grp]))
+    available = bench_styles(scorer, group_sizes)
+    chosen = available if styles is None else [s for s in available if s[0] in styles]
+    if styles is not None and len(chosen) != len(set(styles)):
+        unknown = sorted(set(styles) - {s[0] for s in available})
+        raise ValueError(f"unknown bench styles {unknown}; this model has {[s[0] for s in available]}")
+    first_view = mode_view(scorer, chosen[0][1]) if chosen else scorer
+    result = BenchResult(device=device, model=label, items=len(items),
+                         tokens_per_edit=_tokens_per_edit(first_view, items[0]))
     warm_groups = [(groups[0][0], groups[0][1], groups[0][2][:2])]
-    reference: list[float] | None = None
-    for name, fn in styles:
+    reference: dict[str, list[float]] = {}
+    for name, mode, fn in chosen:
         fn(_singles(warm_groups), warm_groups)  # warm-up: kernels, allocator, caches
         scores, seconds = _timed(lambda: fn(items, groups), device)
         rate = len(items) / seconds
-        row = {"style": name, "seconds": round(seconds, 4), "edits_per_s": round(rate, 3)}
-        if reference is None:
-            reference = scores
+        row = {"style": name, "mode": mode, "seconds": round(seconds, 4), "edits_per_s": round(rate, 3)}
+        if mode not in reference:
+            reference[mode] = scores
             row["_scores"] = scores  # kept for later rows (service); dropped from the output
-        row["max_abs_diff_vs_official"] = max(abs(a - b) for a, b in zip(scores, reference))
+            row["tokens_per_edit"] = _tokens_per_edit(mode_view(scorer, mode), items[0])
+        row["max_abs_diff_vs_official"] = max(abs(a - b) for a, b in zip(scores, reference[mode]))
         result.rows.append(row)
         if progress:
             print(f"  {name}: {rate:.2f} edits/s", flush=True)
         if on_row is not None:
             on_row(row)
-    base = result.rows[0]["edits_per_s"]
-    for row in result.rows:
-        row["ratio_to_official"] = round(row["edits_per_s"] / base, 3)
+    base: dict[str, float] = {}
+    for row in result.rows:  # against the first row of the same mode: its one-edit-per-call official schedule
+        base.setdefault(row["mode"], row["edits_per_s"])
+        row["ratio_to_official"] = round(row["edits_per_s"] / base[row["mode"]], 3)
+    if len(reference) == 2:
+        result.native_vs_official = rank_agreement(reference["native"], reference["official"], groups)
     return result
 
 
@@ -217,9 +322,11 @@ def bench_scorer_factory(**kwargs: Any) -> Any:
 
 
 def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[str, Any], replicas: int,
-                     num_gpus: float, callers: int, group_size: int, batch_size: int, progress: bool = True) -> None:
+                     num_gpus: float, callers: int, group_size: int, batch_size: int, progress: bool = True,
+                     mode: str = "native") -> None:
     """Add rows measured end to end through a local Ray ``RewardService``: many small concurrent callers
-    (4 edits, or one group, per call) merged by the dispatcher's dynamic batching."""
+    (4 edits, or one group, per call) merged by the dispatcher's dynamic batching. ``mode``: the inference mode
+    the served checkpoint runs in (its rows are compared with that mode's first row)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from reward.serve.config import ScorerSpec, ServiceConfig
@@ -233,7 +340,7 @@ def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[s
         client = service.client(chunk_edits=4)
         items = _singles(groups)
         client.score(items[:2])  # warm-up
-        reference = result.rows[0].get("_scores") if result.rows else None
+        reference = next((r["_scores"] for r in result.rows if r.get("mode") == mode and "_scores" in r), None)
         chunks = [items[i:i + 4] for i in range(0, len(items), 4)]
         grouped = _regroup(groups, group_size)
         runs = [(f"Ray service, {callers} callers x 4 edits, dynamic batching",
@@ -246,7 +353,7 @@ def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[s
                 scores, seconds = _timed(lambda: fn(pool), result.device)
             after = service.stats()
             batches = max(after["batches"] - before["batches"], 1)
-            row = {"style": name, "seconds": round(seconds, 4), "edits_per_s": round(len(items) / seconds, 3),
+            row = {"style": name, "mode": mode, "seconds": round(seconds, 4), "edits_per_s": round(len(items) / seconds, 3),
                    "mean_batch_edits": round((after["edits_scored"] - before["edits_scored"]) / batches, 2)}
             if reference is not None:
                 row["max_abs_diff_vs_official"] = max(abs(a - b) for a, b in zip(scores, reference))
@@ -255,9 +362,10 @@ def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[s
                 print(f"  {name}: {row['edits_per_s']:.2f} edits/s", flush=True)
     finally:
         service.shutdown()
-    base = result.rows[0]["edits_per_s"]
+    base: dict[str, float] = {}
     for row in result.rows:
-        row["ratio_to_official"] = round(row["edits_per_s"] / base, 3)
+        base.setdefault(row["mode"], row["edits_per_s"])
+        row["ratio_to_official"] = round(row["edits_per_s"] / base[row["mode"]], 3)
 
 
 def print_result(result: BenchResult) -> None:
@@ -274,3 +382,8 @@ def print_result(result: BenchResult) -> None:
         table.add_row(row["style"], f"{row['edits_per_s']:.2f}", f"{row['ratio_to_official']:.2f}",
                       "-" if diff is None else f"{diff:.2e}")
     Console().print(table)
+    agree = result.native_vs_official
+    if agree is not None:
+        Console().print(f"native format vs official scores on these weights: max |diff| {agree['max_abs_diff']:.3g}, "
+                        f"Spearman {agree['spearman']:.3f}, same order in {agree['pair_order_agreement']:.1%} of "
+                        f"{agree['pairs']} within-group pairs")
