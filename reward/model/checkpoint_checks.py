@@ -78,3 +78,20 @@ def check_tiny_section(cfg_path: Path, arch: Path, model_cfg: RewardModelConfig,
             raise DataError(cfg_path, f"tiny.{key} = {tiny[key]!r} but {arch.name} has {'.'.join(path)} = {value!r}: "
                                       f"the weights follow {arch.name}, so this value would be ignored",
                             field=f"tiny.{key}")
+
+
+def drop_unknown_config_keys(config: Any) -> list[str]:
+    """Remove attributes a backbone config (and its text / vision sections) holds but its class does not define,
+    such as the Qwen2.5-VL-7B config.json's ``vision_token_id``, which transformers ignores, so that the
+    backbone_config.json a checkpoint saves passes ``check_config_keys``; returns the removed names."""
+    dropped = []
+    for prefix, section in (("", config), ("text_config.", getattr(config, "text_config", None)),
+                            ("vision_config.", getattr(config, "vision_config", None))):
+        if section is None or section is config and prefix:
+            continue
+        known = set(type(section)().to_dict()) | _LEGACY_CONFIG_KEYS
+        for key in sorted(set(section.to_dict()) - known):
+            if key in section.__dict__:
+                delattr(section, key)
+                dropped.append(prefix + key)
+    return dropped

@@ -292,7 +292,10 @@ def build_reward_model(model_cfg: RewardModelConfig, processor_dir: str | Path |
         processor = build_tiny_processor(processor_dir, model_cfg)
         backbone = build_tiny_backbone(model_cfg, processor)
     else:
+        from reward.model.checkpoint_checks import drop_unknown_config_keys
+
         backbone, processor = load_backbone(model_cfg.backbone, model_cfg)
+        drop_unknown_config_keys(backbone.config)  # so that its saved backbone_config.json loads strictly
     reward_id = ensure_reward_token(processor, model_cfg.reward_token)
     if model_cfg.inference == "official":  # the official model sizes its embeddings to the tokenizer (a shrink)
         backbone.resize_token_embeddings(len(processor.tokenizer))

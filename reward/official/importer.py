@@ -205,24 +205,6 @@ def load_base(base: str | Path, rows: int, path: Path, embed_key: str) -> tuple[
     return processor, config, reward_id
 
 
-def drop_unknown_config_keys(config: Any) -> list[str]:
-    """Remove attributes the config classes do not define (the 7B config's ``vision_token_id``, which transformers
-    ignores) so the saved backbone_config.json passes editrl's strict key check; returns their names."""
-    from reward.model.checkpoint_checks import _LEGACY_CONFIG_KEYS as LEGACY_CONFIG_KEYS
-
-    dropped = []
-    for prefix, cfg in (("", config), ("text_config.", getattr(config, "text_config", None)),
-                        ("vision_config.", getattr(config, "vision_config", None))):
-        if cfg is None:
-            continue
-        known = set(type(cfg)().to_dict()) | LEGACY_CONFIG_KEYS
-        for key in sorted(set(cfg.to_dict()) - known):
-            if key in cfg.__dict__:
-                delattr(cfg, key)
-                dropped.append(prefix + key)
-    return dropped
-
-
 # ---- import ----------------------------------------------------------------------------------------
 def import_official(checkpoint: str | Path, base: str | Path, out: str | Path, dtype: str | None = None,
                     verify: bool = True) -> ImportReport:
@@ -233,6 +215,7 @@ def import_official(checkpoint: str | Path, base: str | Path, out: str | Path, d
     from accelerate import init_empty_weights
     from transformers import AutoModel
 
+    from reward.model.checkpoint_checks import drop_unknown_config_keys
     from reward.model.config import RewardModelConfig
     from reward.model.editreward import EditRewardModel, load_checkpoint, save_checkpoint
 
@@ -255,7 +238,7 @@ def import_official(checkpoint: str | Path, base: str | Path, out: str | Path, d
                             reward_token=OFFICIAL_REWARD_TOKEN, head_input="final", edited_input="image",
                             inference="official")
     config._attn_implementation = cfg.attn_implementation
-    dropped_config = drop_unknown_config_keys(config)
+    dropped_config = drop_unknown_config_keys(config)  # e.g. the 7B config's vision_token_id
     with init_empty_weights():
         backbone = AutoModel.from_config(config)
     model = EditRewardModel(backbone, cfg, reward_id)
