@@ -124,9 +124,9 @@ def model_gaussians(model: Any, processor: Any, model_cfg: Any, items: Sequence[
     import torch
     from tqdm.auto import tqdm
 
-    from reward.model.inputs import RewardInputBuilder
+    from reward.official.inference import input_builder
 
-    builder = RewardInputBuilder(processor, model_cfg)
+    builder = input_builder(processor, model_cfg)  # editrl's format, or the official passes (inference: official)
     device = next(model.parameters()).device
     model.eval()
     mus, log_sigmas = [], []
