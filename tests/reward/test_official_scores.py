@@ -135,3 +135,16 @@ def test_score_json_prints_the_official_numbers(capsys):
         assert row["error"] is None and abs(row["score"] - edit["score"]) < TOL
         assert abs(row["mu"]["visual_quality"] - edit["mu"][1]) < TOL and row["sigma"]["instruction_following"] > 0
         assert row["score_sigma"] > 0
+
+
+def test_reward_eval_scores_an_imported_model_the_official_way(tmp_path):
+    from reward.eval.editworld_bench import BenchItem, model_gaussians
+
+    s = scorer("a")
+    group = groups("qwen25vl")["B"]
+    items = [BenchItem(id=str(i), group_id="B", source=str(IMAGES / group["source"]), instruction=group["instruction"],
+                       edited=str(IMAGES / e["candidate"]), human_scores={"instruction_following": [3.0]},
+                       origin=f"{tmp_path / 'manifest.jsonl'}:{i + 1}") for i, e in enumerate(group["edits"])]
+    mu, log_sigma = model_gaussians(s.model, s.processor, s.cfg, items, batch_size=2, progress=False)
+    assert abs(mu - [e["mu"] for e in group["edits"]]).max() < TOL
+    assert abs(log_sigma - [e["log_sigma"] for e in group["edits"]]).max() < TOL
