@@ -148,3 +148,24 @@ def test_reward_eval_scores_an_imported_model_the_official_way(tmp_path):
     mu, log_sigma = model_gaussians(s.model, s.processor, s.cfg, items, batch_size=2, progress=False)
     assert abs(mu - [e["mu"] for e in group["edits"]]).max() < TOL
     assert abs(log_sigma - [e["log_sigma"] for e in group["edits"]]).max() < TOL
+
+
+def test_a_group_encodes_its_prefix_once_and_each_edited_image_once():
+    """Language-model calls of one group of 4: the shared prefix (1 row), the 4 edited images, then each pass's
+    rubric for the 4 (cut after the reward token), instead of 2 x 4 full sequences."""
+    s = scorer("a")
+    group = groups("qwen25vl")["A"]
+    calls = []
+    hook = s.model.core.language_model.register_forward_hook(
+        lambda mod, args, kwargs, out: calls.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    try:
+        s.score_group(IMAGES / group["source"], group["instruction"], [IMAGES / e["candidate"] for e in group["edits"]])
+    finally:
+        hook.remove()
+    full = s.builder([IMAGES / group["source"]], [group["instruction"]], [IMAGES / group["edits"][0]["candidate"]])
+    prefix_len = 1 + int((full["input_ids"][0, 0] == s.builder.tokenizer.convert_tokens_to_ids("<|vision_end|>"))
+                         .nonzero()[0])
+    assert [rows for rows, _ in calls] == [1, 4, 4, 4]
+    assert calls[0][1] == prefix_len and calls[1][1] == 256 + 2  # 448x448 -> 256 visual tokens + start/end
+    full_len = int(full["attention_mask"][0, 0].sum())
+    assert calls[0][1] + calls[1][1] + calls[2][1] < full_len  # the tail stops at <|Reward|>
