@@ -64,7 +64,7 @@ def official_image(image: ImageLike, pixels: int, what: str = "image") -> Image.
 
 @dataclass
 class _Pieces:
-    """One pass's text split where a prefix cache can be cut: before the edited image, the image, the rest."""
+    """One pass's text split around the edited image's placeholder: what comes before it, and after it."""
 
     prefix: str
     rest: str
@@ -87,7 +87,6 @@ class OfficialInputBuilder:
         self.reward_token_id = self.tokenizer.convert_tokens_to_ids(self.reward_token)
         if self.reward_token_id is None or self.reward_token_id == self.tokenizer.unk_token_id:
             raise ValueError(f"the processor's tokenizer has no reward token {self.reward_token!r}")
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         self.merge = int(getattr(processor.image_processor, "merge_size", 2))
         self._special = tuple(str(t) for t in self.tokenizer.all_special_tokens) + (self.reward_token,)
         self.suffix = REWARD_SUFFIX.replace(OFFICIAL_REWARD_TOKEN, self.reward_token)
