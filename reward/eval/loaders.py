@@ -443,6 +443,14 @@ def _hub_row(row: dict[str, Any], where: str, roots: Sequence[Path]) -> dict[str
             "images": {left: _image(row, where, roots, "candidate_1"), right: _image(row, where, roots, "candidate_2")}}
 
 
+def _same_image(a: str, b: str) -> bool:
+    """The same path, or two files with the same bytes (an export may write each row's images apart)."""
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.stat().st_size == pb.stat().st_size and pa.read_bytes() == pb.read_bytes()
+
+
 def _hub_group(rows: list[dict[str, Any]]) -> GroupItem:
     """The K-way group of one id prefix, its ranking rebuilt from the pairwise outcomes."""
     where = rows[0]["where"]
@@ -458,10 +466,10 @@ def _hub_group(rows: list[dict[str, Any]]) -> GroupItem:
             raise DataError(r["where"], f"group {r['key'][1]!r}: {r['pair'][0]}vs{r['pair'][1]} appears twice",
                             field="comparison_type")
         outcome[r["pair"]] = r["outcome"]
-        for name, value in (("instruction", r["instruction"]), ("source_image", r["source"])):
-            if value != rows[0][name if name == "instruction" else "source"]:
-                raise DataError(r["where"], f"group {r['key'][1]!r}: differs from the group's first row ({where})",
-                                field=name)
+        if r["instruction"] != rows[0]["instruction"] or not _same_image(r["source"], rows[0]["source"]):
+            name = "instruction" if r["instruction"] != rows[0]["instruction"] else "source_image"
+            raise DataError(r["where"], f"group {r['key'][1]!r}: differs from the group's first row ({where})",
+                            field=name)
     missing = [f"{a}vs{b}" for i, a in enumerate(expected) for b in expected[i + 1:] if (a, b) not in outcome]
     if missing:
         raise DataError(where, f"group {rows[0]['key'][1]!r}: no row for {', '.join(missing)} "
@@ -469,9 +477,10 @@ def _hub_group(rows: list[dict[str, Any]]) -> GroupItem:
     images: dict[str, str] = {}
     for r in rows:
         for letter, image in r["images"].items():
-            if images.setdefault(letter, image) != image:
+            if not _same_image(images.setdefault(letter, image), image):
                 raise DataError(r["where"], f"group {r['key'][1]!r}: candidate {letter} is {image}, but "
-                                f"{images[letter]} in an earlier row", field="candidate_1")
+                                f"{images[letter]} (other bytes) in an earlier row",
+                                field="candidate_1" if letter == r["pair"][0] else "candidate_2")
     wins = {x: sum((o > 0) if a == x else (o < 0) for (a, b), o in outcome.items() if x in (a, b)) for x in expected}
     tiers: list[list[str]] = []
     for x in sorted(expected, key=lambda c: (-wins[c], c)):

@@ -10,6 +10,8 @@
 * ``position_bias`` — how much a pairwise judge's accuracy depends on the order it sees the pair in.
 
 Inputs may be torch tensors, numpy arrays or sequences; empty input raises ValueError everywhere.
+These are editrl's corrected metrics; the official protocol's own versions, quirks included (its "paper"
+tie metric, 2-pair-only calibration, tanh(mean r), ...), are in ``reward.eval.official_protocol``.
 """
 
 from __future__ import annotations

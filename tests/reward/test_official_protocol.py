@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from itertools import combinations
 from pathlib import Path
@@ -24,7 +25,8 @@ HUB = json.loads((DATA / "hub_bench_format.json").read_text())
 
 def _png(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (4, 4), (len(str(path)) % 256, 0, 0)).save(path)
+    digest = hashlib.sha256(path.name.encode() + path.parent.name.encode()).digest()
+    Image.new("RGB", (4, 4), tuple(digest[:3])).save(path)  # a distinct image per path
 
 
 @pytest.mark.parametrize("case", GOLD["primitives"]["metric_cases"], ids=lambda c: c["name"])
@@ -196,12 +198,20 @@ def test_hub_row_errors_name_file_line_and_field(tmp_path: Path):
         ([three[0], three[1], three[2], three[2]], 4, "comparison_type", "BvsC appears twice"),
         ([three[0], {**three[1], "instruction": "other"}, three[2]], 2, "instruction", "first row"),
         ([three[0], {**three[1], "dataset": "5pair"}, three[2]], 2, "dataset", "2pair"),
+        ([three[0], three[1], {**three[2], "candidate_2": "<PIL g3a/A>"}], 3, "candidate_2", "candidate C is"),
     ]
     for group, line, field, message in cases:
         path = _hub_file(tmp_path, group)
         with pytest.raises(DataError) as err:
             load_editreward_bench_hub(path)
         assert f"hub.jsonl:{line}: field {field!r}" in str(err.value) and message in str(err.value), str(err.value)
+    # an export that writes every row's images apart: the same bytes under another path are the same image
+    path = _hub_file(tmp_path, three)
+    rows_copy = [json.loads(x) for x in path.read_text().splitlines()]
+    (tmp_path / "copy_of_A.png").write_bytes((tmp_path / rows_copy[1]["candidate_1"]).read_bytes())
+    rows_copy[1]["candidate_1"] = "copy_of_A.png"
+    path.write_text("".join(json.dumps(x) + "\n" for x in rows_copy))
+    assert load_editreward_bench_hub(path)[0].ranking == "C>A>B"
     # with a rejects list the bad group is skipped and the good ones kept
     path = _hub_file(tmp_path, [*rows[:3], three[0], three[1]])
     rejects: list[DataError] = []
