@@ -141,7 +141,8 @@ def true_scores_of(items: Sequence[Any], dimensions: Sequence[str]) -> np.ndarra
     for it in items:
         manifest, _, line = it.origin.rpartition(":")
         if manifest not in cache:
-            cache[manifest] = {ln: row.get("true_scores") for ln, row in iter_jsonl(manifest)}
+            # lines load_bench_items rejected are not among the items: skip them here too (rejects=)
+            cache[manifest] = {ln: row.get("true_scores") for ln, row in iter_jsonl(manifest, rejects=[])}
         ts = cache[manifest].get(int(line))
         if not isinstance(ts, dict) or any(d not in ts for d in dimensions):
             raise DataError(manifest, f"expected true scores for {list(dimensions)} (an editworld manifest), got "

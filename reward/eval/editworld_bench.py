@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from editrl.io import DataError, iter_jsonl, load_image, resolve_path
+from editrl.io import DataError, input_limits, iter_jsonl, load_image, resolve_path
 
 MANIFEST_FIELDS = ("id", "group_id", "split", "source", "edited", "instruction", "human_scores")
 ScoreFn = Callable[[Sequence["BenchItem"]], list[float]]
@@ -49,27 +49,77 @@ class BenchItem:
 
 # ---- data ----------------------------------------------------------------------------------------
 
-def load_bench_items(data_dir: str | Path, split: str = "bench") -> list[BenchItem]:
-    """The candidates of an editworld dataset's ``split`` (default: the 3-annotator benchmark)."""
+def load_bench_items(data_dir: str | Path, split: str = "bench",
+                     rejects: list[DataError] | None = None) -> list[BenchItem]:
+    """The candidates of an editworld dataset's ``split`` (default: the 3-annotator benchmark), each checked
+    field by field (types, finite human scores, an instruction the reward model accepts, images that decode
+    within ``editrl.io.InputLimits``). A bad row is a DataError naming file:line and field: raised, or, when
+    ``rejects`` is a list, appended to it while the other rows are kept."""
     data_dir = Path(data_dir)
     manifest = data_dir / "manifest.jsonl" if data_dir.is_dir() else data_dir
     items = []
-    for line, row in iter_jsonl(manifest, required=MANIFEST_FIELDS):
-        if row["split"] != split:
-            continue
-        hs = row["human_scores"]
-        if not isinstance(hs, dict) or not hs or not all(isinstance(v, list) and v for v in hs.values()):
-            raise DataError(manifest, f"expected {{dimension: [score, ...]}}, got {hs!r}", line=line, field="human_scores")
-        if not isinstance(row["instruction"], str) or not row["instruction"].strip():
-            raise DataError(manifest, "instruction must be a non-empty string", line=line, field="instruction")
-        items.append(BenchItem(
-            id=str(row["id"]), group_id=str(row["group_id"]), instruction=row["instruction"],
-            source=str(resolve_path(manifest.parent, row["source"])), edited=str(resolve_path(manifest.parent, row["edited"])),
-            human_scores={k: [float(x) for x in v] for k, v in hs.items()}, origin=f"{manifest}:{line}",
-        ))
+    checked: dict[str, str | None] = {}  # image path -> why it cannot be used (sources repeat within a group)
+    for line, row in iter_jsonl(manifest, required=MANIFEST_FIELDS, rejects=rejects):
+        try:
+            if not isinstance(row["split"], str):
+                raise DataError(manifest, f"expected a string, got {row['split']!r}", line=line, field="split")
+            if row["split"] != split:
+                continue
+            items.append(_bench_item(manifest, line, row, checked))
+        except DataError as err:
+            if rejects is None:
+                raise
+            rejects.append(err)
     if not items:
-        raise DataError(manifest, f"no items with split {split!r}")
+        raise DataError(manifest, f"no usable items with split {split!r}"
+                        + (f" ({len(rejects)} rows rejected; the first: {rejects[0]})" if rejects else ""))
     return items
+
+
+def _bench_item(manifest: Path, line: int, row: dict[str, Any], checked: dict[str, str | None]) -> BenchItem:
+    """One validated bench row (see ``load_bench_items``)."""
+    import math
+
+    from reward.model.inputs import InputError, check_instruction
+
+    def bad(field: str, message: str) -> DataError:
+        return DataError(manifest, message, line=line, field=field)
+
+    for name in ("id", "group_id"):
+        if isinstance(row[name], bool) or not isinstance(row[name], (str, int)):
+            raise bad(name, f"expected a string or an integer, got {row[name]!r:.80}")
+    hs = row["human_scores"]
+    if not isinstance(hs, dict) or not hs or not all(isinstance(v, list) and v for v in hs.values()):
+        raise bad("human_scores", f"expected {{dimension: [score, ...]}}, got {hs!r:.80}")
+    for dim, values in hs.items():
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in values):
+            raise bad("human_scores", f"dimension {dim!r}: expected finite numbers, got {values!r:.80}")
+    try:
+        instruction = check_instruction(row["instruction"])
+    except InputError as err:
+        raise bad("instruction", str(err).removeprefix("instruction: ")) from None
+    n_bytes, max_tokens = len(instruction.encode("utf-8")), input_limits().max_instruction_tokens
+    if n_bytes > max_tokens:  # no tokenizer before a model is loaded: a byte-level BPE token is >= 1 byte
+        raise bad("instruction", f"instruction has {n_bytes:,} UTF-8 bytes and may exceed max_instruction_tokens = "
+                                 f"{max_tokens:,} (EDITRL_MAX_INSTRUCTION_TOKENS)")
+    paths = {}
+    for name in ("source", "edited"):
+        value = row[name]
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
+            raise bad(name, f"expected an image path, got {value!r:.80}")
+        path = str(resolve_path(manifest.parent, value))
+        if path not in checked:
+            try:
+                load_image(path, manifest=manifest, line=line, field=name)
+                checked[path] = None
+            except DataError as err:
+                checked[path] = err.reason
+        if checked[path] is not None:
+            raise bad(name, checked[path])
+        paths[name] = path
+    return BenchItem(id=str(row["id"]), group_id=str(row["group_id"]), instruction=instruction, source=paths["source"],
+                     edited=paths["edited"], human_scores={k: [float(x) for x in v] for k, v in hs.items()},
+                     origin=f"{manifest}:{line}")
 
 
 def human_pairs(items: Sequence[BenchItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -101,7 +101,7 @@ def load_bench(name: str, path: str | Path, image_root: str | Path | None = None
     elif name == "editworld":
         from reward.eval.editworld_bench import load_bench_items
 
-        items = load_bench_items(path)
+        items = load_bench_items(path, rejects=meta.setdefault("rejects", []))  # bad rows skipped, reported
         if max_items is not None:  # whole groups, as run_editworld_eval does
             groups = sorted({it.group_id for it in items})
             keep = set(groups[: max(1, max_items // max(1, len(items) // len(groups)))])

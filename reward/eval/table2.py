@@ -314,6 +314,7 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
             loaded.append(load_bench(name, benches[name], image_root, max_items))
     if not loaded:
         raise ConfigError("reward eval: nothing to evaluate; give --data EDITWORLD_DIR and/or --bench NAME=PATH")
+    write_rejects(out, loaded)
     for c in checkpoints:
         if not Path(c).is_dir():
             raise DataError(c, "reward checkpoint directory not found")
@@ -367,6 +368,22 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
                                                       loaded[0].units, out / "calibration", batch_size=batch_size,
                                                       progress=progress, console=console)
     return result
+
+
+def write_rejects(out: Path, loaded: Sequence[LoadedBench]) -> Path | None:
+    """``OUT/rejects.jsonl``: the rows a benchmark loader skipped, each with file, line, field and reason."""
+    from editrl.io import write_jsonl
+
+    rows = [{"bench": b.name, "file": e.path, "line": e.line, "field": e.field, "reason": e.reason}
+            for b in loaded for e in b.meta.get("rejects", [])]
+    path = out / "rejects.jsonl"
+    if not rows:
+        path.unlink(missing_ok=True)
+        return None
+    write_jsonl(path, rows)
+    print(f"reward eval: {len(rows)} rows rejected (file:line, field, reason in {path}); the first: "
+          f"{rows[0]['file']}:{rows[0]['line']}: field {rows[0]['field']!r}: {rows[0]['reason']}")
+    return path
 
 
 def run_from_scores(scores_dir: str | Path, out_dir: str | Path | None = None, console: Any = None,

@@ -18,7 +18,15 @@ from tests.curation.test_scoring import BrightnessScorer, write_dataset
 
 def _cfg(data: Path, out: Path, **kw) -> CurateConfig:
     kw.setdefault("batch_size", 4)
-    return CurateConfig(input=str(data / "manifest.jsonl"), out=str(out), progress=False, **kw)
+    return CurateConfig(input=str(data / "manifest.jsonl"), out=str(out), progress=False, grid_k=0, **kw)
+
+
+@pytest.fixture(autouse=True)
+def no_histograms(monkeypatch):
+    """The figures are tested in test_scoring.py; here they only cost time."""
+    import curation.report
+
+    monkeypatch.setattr(curation.report, "plot_histograms", lambda *args, **kwargs: None)
 
 
 def test_changed_manifest_is_refused_appended_rows_are_scored_restart_starts_over(tmp_path):
