@@ -1,3 +1,4 @@
+# long: one streaming pass (validate, reject with file:line, batch, score, checkpoint) reads best in one file
 """Streaming, resumable scoring of an editing dataset with a reward client.
 
 Rows are read one at a time (as bytes, decoded line by line), validated (fields have the right types, the
