@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from editrl.config import ConfigError
+
 
 def run(args: argparse.Namespace) -> int:
     """``editrl best-of-n``: dispatch to the single request or the sweep."""
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, v in (("--source", args.source), ("--instruction", args.instruction), ("--n", args.n))
                if v is None]
     if missing:
-        raise SystemExit(f"editrl best-of-n: error: {', '.join(missing)} required (or pass --sweep)")
+        raise ConfigError(f"best-of-n: {', '.join(missing)} required (or pass --sweep)")
     return single_command(args)
 
 
@@ -41,7 +43,7 @@ def reward_spec(args: argparse.Namespace) -> str:
     if args.service:
         return f"ray://{args.service}" + (f"@{args.ray_address}" if args.ray_address else "")
     if not args.reward:
-        raise SystemExit("editrl best-of-n: error: --reward CKPT (or --service NAME) is required")
+        raise ConfigError("best-of-n: --reward CKPT (or --service NAME) is required")
     spec = str(args.reward)
     if spec.startswith("ray://"):
         return spec
@@ -60,8 +62,8 @@ def load_pieces(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     kw = {"device": args.device} if args.device else {}
+    client = make_reward_client(reward_spec(args), device=args.device)  # first: a missing service fails fast
     editor = load_editor(args.editor, **kw)
-    client = make_reward_client(reward_spec(args), device=args.device)
     if hasattr(client, "batch_size") and args.batch_size:
         client.batch_size = int(args.batch_size)
     return editor, client
@@ -76,11 +78,11 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 # ---------------------------------------------------------------------------------------------- one request
 def single_command(args: argparse.Namespace) -> int:
-    from PIL import Image
-    from rich.console import Console
     from rich.table import Table
 
-    from editrl.io import DataError
+    from editrl.io import DataError, load_image
+    from editrl.report import console as make_console
+    from reward.model.inputs import InputError, check_instruction
     from rollout.best_of_n import best_of_n
 
     source_path = Path(args.source)
@@ -88,11 +90,11 @@ def single_command(args: argparse.Namespace) -> int:
         raise DataError(source_path, "source image not found", field="--source")
     if args.n < 1:
         raise DataError("--n", f"N must be >= 1, got {args.n}")
+    source = load_image(source_path, field="--source")  # decoded within editrl.io.InputLimits, or a DataError
     try:
-        with Image.open(source_path) as im:
-            source = im.convert("RGB")
-    except OSError as err:
-        raise DataError(source_path, f"cannot decode the source image: {err}") from err
+        check_instruction(args.instruction)
+    except InputError as err:
+        raise DataError("--instruction", str(err).removeprefix("instruction: "), field="--instruction") from None
     editor, client = load_pieces(args)
     result = best_of_n(editor, client, source, args.instruction, args.n, rule=args.select, k=args.k,
                        num_steps=args.steps, noise_level=args.noise_level, guidance=args.guidance, seed=args.seed,
@@ -112,7 +114,7 @@ def single_command(args: argparse.Namespace) -> int:
         style = "bold green" if r["chosen"] else None
         table.add_row(str(r["rank"]), f"{r['index']:02d}", *cells,
                       f"{_fmt(r['aggregate'])} +- {_fmt(r['aggregate_sigma'])}", _fmt(r["lcb"]), style=style)
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(", ".join(f"{v} = {d}" for d, v in ABBREV.items() if d in dims))
     console.print(f"chosen: candidate {result.chosen:02d} -> {out / 'chosen.png'}; report {out / 'index.html'}")
@@ -223,10 +225,10 @@ METHOD_LABELS = {"aggregate": "reward: aggregate", "lcb": "reward: lcb", "random
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from editrl.io import DataError
+    from editrl.report import console as make_console
     from rollout.best_of_n import _num, sweep
 
     ns = _parse_ns(args.ns)
@@ -263,7 +265,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             table.add_row(n, METHOD_LABELS.get(m, m), _fmt(v["instruction_following"]), _fmt(v["visual_quality"]),
                           _fmt(v["mean"]), _fmt(v["se"]), style=style)
         table.add_section()
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"within-task reward/oracle pairwise agreement: {_fmt(res['pairwise_agreement'])}; "
                   f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
