@@ -7,7 +7,8 @@ A spec is one of
 - ``rl:/run`` — the editor an ``editrl policy grpo|dpo`` run trained: the run folder (its newest complete
   checkpoint) or one ``checkpoints/step_N`` folder; the base editor and LoRA adapter are read from the checkpoint's
   ``adapter.json`` (``rollout.adapters``);
-- a bare path: the kind is read from the folder's ``model_index.json`` ``_class_name``; an RL run folder (with
+- a bare path: the kind is read from the folder's ``model_index.json`` ``_class_name``; an official Step1X-Edit
+  release folder (``vae.safetensors`` + ``step1x-edit-*.safetensors``) is ``step1x-edit``; an RL run folder (with
   ``checkpoints/``) or an adapter checkpoint is ``rl``; any other folder is taken to be a tiny editor.
 
 Hub ids are never accepted: every path must be a local folder.
@@ -37,7 +38,10 @@ def detect_kind(path: str | Path) -> str:
         raise DataError(folder, "editor checkpoint folder not found")
     if not (folder / "model_index.json").is_file():
         from rollout.adapters import ADAPTER_FILE
+        from rollout.step1x.layout import looks_official
 
+        if looks_official(folder):
+            return "step1x-edit"
         is_run = (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
         return "rl" if is_run or (folder / ADAPTER_FILE).is_file() else "tiny"
     cls = read_model_index(folder)["_class_name"]

@@ -57,18 +57,11 @@ def test_wrong_pipeline_for_prefix_is_reported(tmp_path):
 
 
 def test_step1x_edit_reports_what_is_missing(tmp_path):
-    import diffusers
-
-    folder = _fake_pipeline_folder(tmp_path / "s", "Step1XEditPipeline")
-    if hasattr(diffusers, "Step1XEditPipeline"):
-        with pytest.raises(NotImplementedError, match=diffusers.__version__):
-            load_editor(str(folder))
-    else:
-        from rollout.step1x_edit import Step1XEditUnavailable
-
-        with pytest.raises(Step1XEditUnavailable) as err:
-            load_editor(f"step1x-edit:{folder}")
-        assert diffusers.__version__ in str(err.value) and "Step1XEditPipeline" in str(err.value)
+    folder = _fake_pipeline_folder(tmp_path / "s", "Step1XEditPipeline")  # the diffusers-PR layout, empty
+    with pytest.raises(DataError, match="component folder 'transformer' is missing"):
+        load_editor(f"step1x-edit:{folder}")
+    with pytest.raises(DataError, match=r"vae\.safetensors: missing"):  # the official layout, empty
+        load_editor(f"step1x-edit:{tmp_path}")
 
 
 @pytest.fixture(scope="module")
