@@ -86,16 +86,14 @@ def margin_over_seeds(metrics_paths: list[str | Path], key: str = "eval/oracle_i
 
 
 def t_interval(gains: list[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean of per-seed gains with its Student-t interval (NaN bounds for a single seed)."""
-    import numpy as np
-    from scipy import stats
+    """Mean of per-seed gains with its Student-t interval (NaN bounds for a single seed), as a JSON-ready dict."""
+    from editrl.stats import t_interval as mean_and_half_width
 
-    g = np.asarray(gains, dtype=np.float64)
-    n, mean = len(g), float(g.mean())
-    if n < 2:
-        return {"n": n, "gains": g.tolist(), "mean": mean, "ci": [math.nan, math.nan]}
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * g.std(ddof=1) / math.sqrt(n))
-    return {"n": n, "gains": g.tolist(), "mean": mean, "ci": [mean - half, mean + half], "confidence": confidence}
+    mean, half = mean_and_half_width(gains, confidence)
+    if half is None:
+        return {"n": len(gains), "gains": [float(g) for g in gains], "mean": mean, "ci": [math.nan, math.nan]}
+    return {"n": len(gains), "gains": [float(g) for g in gains], "mean": mean, "ci": [mean - half, mean + half],
+            "confidence": confidence}
 
 
 def plot_seed_curves(metrics_paths: list[str | Path], out_png: str | Path, title: str = "") -> Path:

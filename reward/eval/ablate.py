@@ -1,3 +1,4 @@
+# long: one command (config, runs over seeds, evaluation with calibration, summary with t-intervals, table and plots)
 """``editrl reward ablate``: the paper's Table 4 and Table 7 ablations on the editworld, one command.
 
 Every variant is the same reward train preset (``base``) plus the ``overrides`` common to all variants
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from editrl.config import ConfigError, config_to_dict, load_config
+from editrl.stats import t_interval
 
 RESULT_NAME = "ablate_result.json"
 MANAGED_KEYS = ("out_dir", "resume", "data.train", "data.extra_train")  # set by the ablation for every variant
@@ -65,6 +67,13 @@ class AblationConfig:
     out_dir: str = "runs/reward-ablate"
     # Candidates per scoring batch in the bench evaluation.
     eval_batch_size: int = 64
+    # Seeds every variant is trained with: one run each in OUT/<name>-s<seed> with train.seed=<seed>, summarised as
+    # mean and 95% t-interval over the seeds, and as the paired difference to the `reference` variant (same seed).
+    # [] = one run per variant with the preset's seed, in OUT/<name>.
+    seeds: list[int] = field(default_factory=list)
+    # An editor-samples bench folder (`editrl world editor-samples ... split=bench annotator_noise=0.0`): a second
+    # column, the within-task pairwise accuracy on the editor's own samples; None = the editworld bench only.
+    within_task: str | None = None
 
 
 # ---- config ------------------------------------------------------------------------------------------
@@ -72,7 +81,7 @@ class AblationConfig:
 def load_ablation(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> AblationConfig:
     """``AblationConfig`` from YAML; top-level ablation fields from ``overrides`` set it, the rest are common
     training overrides (see the module docstring)."""
-    own = {"base", "data", "out_dir", "eval_batch_size"}
+    own = {"base", "data", "out_dir", "eval_batch_size", "seeds", "within_task"}
     mine, common = [], []
     for item in overrides:
         key = item.partition("=")[0].strip()
@@ -82,9 +91,18 @@ def load_ablation(path: str | Path | None, overrides: list[str] | tuple[str, ...
     return cfg
 
 
+def runs_of(cfg: AblationConfig) -> list[tuple[AblationVariant, int | None, str]]:
+    """(variant, seed or None, run name) of every training run, in order: each variant's seeds in turn."""
+    if not cfg.seeds:
+        return [(v, None, v.name) for v in cfg.variants]
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"ablation: seeds {cfg.seeds} repeat a seed")
+    return [(v, int(seed), f"{v.name}-s{seed}") for v in cfg.variants for seed in cfg.seeds]
+
+
 def variant_train_configs(cfg: AblationConfig, out: Path) -> list[Any]:
-    """The resolved ``RewardTrainConfig`` of every variant, all checked before anything trains; a bad key or
-    value is a ``ConfigError`` naming the variant and the key."""
+    """The resolved ``RewardTrainConfig`` of every run (``runs_of``: one per variant and seed), all checked before
+    anything trains; a bad key or value is a ``ConfigError`` naming the variant and the key."""
     from reward.train.config import RewardTrainConfig
 
     if not cfg.variants:
@@ -103,18 +121,22 @@ def variant_train_configs(cfg: AblationConfig, out: Path) -> list[Any]:
                                   f"ablation (data = the editworld folder, OUT/<name> per variant); drop it")
     if not Path(cfg.data).is_dir():
         raise ConfigError(f"ablation: data folder not found: {cfg.data} (make one with `editrl world generate`)")
-    n_train: int | None = None
+    if cfg.within_task is not None and not Path(cfg.within_task).is_dir():
+        raise ConfigError(f"ablation: within_task folder not found: {cfg.within_task} (make one with `editrl world "
+                          f"editor-samples --out DIR split=bench annotator_noise=0.0`)")
+    n_train: dict[int, int] = {}  # by seed: the validation split depends on it
     resolved = []
-    for v in cfg.variants:
-        managed = [f"data.train={cfg.data}", "data.extra_train=[]", f"out_dir={out / v.name}"]  # `data` alone
+    for v, seed, run in runs_of(cfg):
+        managed = [f"data.train={cfg.data}", "data.extra_train=[]", f"out_dir={out / run}"]  # `data` alone
+        seeded = [] if seed is None else [f"train.seed={seed}"]
         try:
-            tcfg = load_config(RewardTrainConfig, cfg.base, [*cfg.overrides, *v.overrides, *managed])
+            tcfg = load_config(RewardTrainConfig, cfg.base, [*cfg.overrides, *v.overrides, *seeded, *managed])
         except ConfigError as err:
             raise ConfigError(f"ablation variant {v.name!r}: {err}") from err
         if v.pair_fraction is not None:
-            if n_train is None:
-                n_train = _training_pair_count(tcfg)
-            tcfg.data.max_pairs = max(1, round(v.pair_fraction * n_train))
+            if tcfg.train.seed not in n_train:
+                n_train[tcfg.train.seed] = _training_pair_count(tcfg)
+            tcfg.data.max_pairs = max(1, round(v.pair_fraction * n_train[tcfg.train.seed]))
         resolved.append(tcfg)
     return resolved
 
@@ -160,9 +182,39 @@ def finished_result(vdir: Path, tcfg: Any) -> dict[str, Any] | None:
     return row
 
 
-def run_variant(v: AblationVariant, tcfg: Any, data: str, *, batch_size: int, progress: bool) -> dict[str, Any]:
-    """Train (or resume / skip the training of) one variant, evaluate it on the bench split, save its row."""
-    from reward.eval.editworld_bench import run_editworld_eval
+def evaluate_run(checkpoint: Path, data: str, within_task: str | None, out_dir: Path, *, batch_size: int,
+                 progress: bool) -> dict[str, Any]:
+    """Accuracy on the human-non-tied bench pairs (and the within-task pairs of ``within_task``) with the
+    calibration of each (``reward.eval.calibration``: ECE against the true order, sigma, reliability PNG)."""
+    import torch
+
+    from reward.eval.calibration import calibration_report, true_scores_of, write_calibration
+    from reward.eval.editworld_bench import (accuracy_non_tied, human_pairs, load_bench_items, load_model_for_eval,
+                                             model_gaussians)
+    from reward.train.loss import aggregate
+
+    model, processor, mcfg = load_model_for_eval(checkpoint)
+    res: dict[str, Any] = {}
+    for key, folder in (("bench", data), ("within_task", within_task)):
+        if folder is None:
+            continue
+        items = load_bench_items(folder)
+        dims = list(items[0].human_scores)
+        mu, log_sigma = model_gaussians(model, processor, mcfg, items, batch_size, progress)
+        scores = aggregate(torch.from_numpy(mu), torch.from_numpy(log_sigma), mcfg.aggregation)[0].numpy()
+        acc, n = accuracy_non_tied(scores, *human_pairs(items))
+        cal = calibration_report(mu, log_sigma, [it.group_id for it in items], true_scores_of(items, dims), dims,
+                                 mcfg.aggregation, [it.human_scores for it in items])
+        write_calibration(cal, out_dir / key, f"{checkpoint} on {folder}")
+        res[key] = {"accuracy": acc, "pairs": n, "ece_thurstone": cal["overall"]["thurstone"]["ece"],
+                    "ece_logistic": cal["overall"]["logistic"]["ece"], "sigma_median": cal["sigma"]["overall_median"],
+                    "disagreement_spearman": (cal["disagreement_spearman"] or {}).get("overall")}
+    return res
+
+
+def run_variant(v: AblationVariant, tcfg: Any, data: str, *, batch_size: int, progress: bool,
+                seed: int | None = None, within_task: str | None = None) -> dict[str, Any]:
+    """Train (or resume / skip the training of) one run of a variant, evaluate it, save its row."""
     from reward.model.editreward import EXTRA_NAME, WEIGHTS_NAME
     from reward.train.trainer import train
 
@@ -177,13 +229,15 @@ def run_variant(v: AblationVariant, tcfg: Any, data: str, *, batch_size: int, pr
         tcfg.resume = None
     train_s = time.time() - t0
     extra = json.loads((vdir / "final" / EXTRA_NAME).read_text()) if (vdir / "final" / EXTRA_NAME).is_file() else {}
-    res = run_editworld_eval(vdir / "final", data, out_dir=vdir / "eval", batch_size=batch_size, baselines=False,
-                             progress=progress)["reward model"]
+    res = evaluate_run(vdir / "final", data, within_task, vdir / "eval", batch_size=batch_size, progress=progress)
     row = {
-        "name": v.name, "table": v.table, "overrides": list(v.overrides), "pair_fraction": v.pair_fraction,
+        "name": vdir.name, "variant": v.name, "seed": seed, "table": v.table, "overrides": list(v.overrides),
+        "pair_fraction": v.pair_fraction,
         "max_pairs": tcfg.data.max_pairs, "steps": extra.get("train_step"), "max_steps": tcfg.train.max_steps,
-        "val_accuracy": extra.get("val_accuracy"), "pairwise_accuracy": res["pairwise_accuracy"],
-        "bench_pairs": res["pairs"], "seconds": round(time.time() - t0, 1), "train_seconds": round(train_s, 1),
+        "val_accuracy": extra.get("val_accuracy"), "pairwise_accuracy": res["bench"]["accuracy"],
+        "bench_pairs": res["bench"]["pairs"], "eval": res,
+        "within_task_accuracy": res["within_task"]["accuracy"] if "within_task" in res else None,
+        "seconds": round(time.time() - t0, 1), "train_seconds": round(train_s, 1),
         "checkpoint": str(vdir / "final"), "train_config": _comparable(tcfg),
     }
     (vdir / RESULT_NAME).write_text(json.dumps(row, indent=1))
@@ -201,21 +255,24 @@ def run_ablation(cfg: AblationConfig, *, progress: bool = True) -> list[dict[str
     tcfgs = variant_train_configs(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (v, tcfg) in enumerate(zip(cfg.variants, tcfgs), 1):
-        head = f"[{i}/{len(tcfgs)}] {v.name}"
-        row = finished_result(out / v.name, tcfg)
+    for i, ((v, seed, run), tcfg) in enumerate(zip(runs_of(cfg), tcfgs), 1):
+        head = f"[{i}/{len(tcfgs)}] {run}"
+        row = finished_result(out / run, tcfg)
         if row is not None:
             console.print(f"{head}: done earlier (acc {100 * row['pairwise_accuracy']:.2f}%), skipped")
         else:
             budget = f"{tcfg.train.max_steps} steps" if tcfg.train.max_steps else f"{tcfg.train.epochs} epochs"
             subset = f"; {v.pair_fraction:.0%} of the pairs = {tcfg.data.max_pairs}" if v.pair_fraction else ""
             console.print(f"{head}: training {budget} ({', '.join(v.overrides) or 'base preset'}{subset})")
-            row = run_variant(v, tcfg, cfg.data, batch_size=cfg.eval_batch_size, progress=progress)
+            row = run_variant(v, tcfg, cfg.data, batch_size=cfg.eval_batch_size, progress=progress, seed=seed,
+                              within_task=cfg.within_task)
             console.print(f"{head}: bench acc {100 * row['pairwise_accuracy']:.2f}% after {row['steps']} steps "
                           f"({row['seconds']:.0f} s)")
         rows.append(row)
         write_outputs(cfg, rows, out)  # partial results are on disk after every variant
     console.print(ablation_table(rows, cfg.data))
+    if cfg.seeds:
+        console.print(summary_table(summarise(rows)))
     console.print(f"wrote {out / 'ablate.json'} and {out / 'ablate.png'}")
     return rows
 
@@ -237,9 +294,81 @@ def ablation_table(rows: list[dict[str, Any]], data: str):
     return table
 
 
+METRICS = (("pairwise_accuracy", "bench acc"), ("within_task_accuracy", "within-task acc"),
+           ("ece_bench", "bench ECE (thurstone)"))
+
+
+def _metric(row: dict[str, Any], key: str) -> float | None:
+    if key == "ece_bench":
+        return (row.get("eval") or {}).get("bench", {}).get("ece_thurstone")
+    return row.get(key)
+
+
+def summarise(rows: list[dict[str, Any]], reference: str = "reference") -> list[dict[str, Any]]:
+    """One entry per variant: for each metric the mean and 95% t-interval over its seeds, and the paired
+    difference to ``reference`` over the seeds both have (mean, interval, verdict: the interval excludes 0 -> the
+    variant is "higher" / "lower", else "within noise")."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_variant.setdefault(r.get("variant") or r["name"], []).append(r)
+    ref = {r.get("seed"): r for r in by_variant.get(reference, [])}
+    out = []
+    for name, runs in by_variant.items():
+        entry: dict[str, Any] = {"variant": name, "table": runs[0]["table"], "overrides": runs[0]["overrides"],
+                                 "pair_fraction": runs[0].get("pair_fraction"), "seeds": [r.get("seed") for r in runs],
+                                 "steps": [r.get("steps") for r in runs]}
+        for key, _ in METRICS:
+            vals = [_metric(r, key) for r in runs if _metric(r, key) is not None]
+            if not vals:
+                continue
+            mean, half = t_interval(vals)
+            entry[key] = {"mean": mean, "ci95": half, "values": vals}
+            diffs = [_metric(r, key) - _metric(ref[r.get("seed")], key) for r in runs
+                     if r.get("seed") in ref and _metric(r, key) is not None
+                     and _metric(ref[r.get("seed")], key) is not None]
+            if name != reference and diffs:
+                d, dh = t_interval(diffs)
+                verdict = "n/a" if dh is None else ("higher" if d - dh > 0 else "lower" if d + dh < 0 else "within noise")
+                entry[key]["vs_reference"] = {"mean": d, "ci95": dh, "n": len(diffs), "verdict": verdict}
+        out.append(entry)
+    return out
+
+
+def _pm(m: dict[str, Any] | None, scale: float = 100.0, digits: int = 2) -> str:
+    if not m:
+        return "-"
+    half = "" if m.get("ci95") is None else f" ± {scale * m['ci95']:.{digits}f}"
+    return f"{scale * m['mean']:.{digits}f}{half}"
+
+
+def summary_table(summary: list[dict[str, Any]]):
+    """Rich table of ``summarise``: mean ± 95% interval per metric, and the paired difference to the reference."""
+    from rich.table import Table
+
+    table = Table(title="reward ablations over seeds: mean ± 95% t-interval (paired difference to the reference)")
+    for col in ("variant", "seeds", *[h for _, h in METRICS]):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for e in summary:
+        cells = []
+        for key, _ in METRICS:
+            m = e.get(key)
+            scale, digits = (1.0, 3) if key == "ece_bench" else (100.0, 2)
+            vs = (m or {}).get("vs_reference")
+            cells.append(_pm(m, scale, digits) + (f"\n({'+' if vs['mean'] >= 0 else ''}{_pm(vs, scale, digits)}: "
+                                                   f"{vs['verdict']})" if vs else ""))
+        table.add_row(e["variant"], str(len(e["seeds"])), *cells)
+    return table
+
+
 def write_outputs(cfg: AblationConfig, rows: list[dict[str, Any]], out: Path) -> None:
-    """``ablate.json`` (config + one row per variant, finished so far) and the ``ablate.png`` bar chart."""
-    (out / "ablate.json").write_text(json.dumps({"config": config_to_dict(cfg), "rows": rows}, indent=1))
+    """``ablate.json`` (config + one row per run finished so far, + the per-variant summary over seeds) and the
+    ``ablate.png`` chart (bars: mean per variant, whiskers: 95% t-interval, dots: the seeds)."""
+    summary = summarise(rows)
+    (out / "ablate.json").write_text(json.dumps({"config": config_to_dict(cfg), "rows": rows, "summary": summary},
+                                                indent=1))
+    plot_sigma_curves(rows, out / "sigma.png")
+    if cfg.seeds:
+        return _plot_summary(summary, out / "ablate.png")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,4 +393,74 @@ def write_outputs(cfg: AblationConfig, rows: list[dict[str, Any]], out: Path) ->
     save_figure(fig, out / "ablate.png", dpi=100)
 
 
-__all__ = ["AblationVariant", "AblationConfig", "load_ablation", "variant_train_configs", "run_ablation"]
+def plot_sigma_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Mean predicted sigma of the training batch (each dimension) against the step, one line per run, coloured by
+    variant, log scale (``train/sigma_mean_d*`` of each run's metrics.jsonl): the paper's loss drives it to 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from editrl.dimensions import DIMENSIONS
+    from editrl.metrics import read_metrics
+    from editrl.report import save_figure
+
+    curves = []
+    for r in rows:
+        metrics = Path(r["checkpoint"]).parent / "metrics.jsonl"
+        if metrics.is_file():
+            pts = [m for m in read_metrics(metrics) if "train/sigma_mean_d0" in m]
+            if pts:
+                curves.append((r.get("variant") or r["name"], pts))
+    if not curves:
+        return None
+    dims = sorted(k for k in curves[0][1][0] if k.startswith("train/sigma_mean_d"))
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.6 * len(dims), 3.6), squeeze=False)
+    colors = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(v for v, _ in curves))}
+    for ax, key in zip(axes[0], dims):
+        seen = set()
+        for variant, pts in curves:
+            ax.plot([m["step"] for m in pts], [max(m[key], 1e-6) for m in pts], color=colors[variant], lw=1,
+                    label=None if variant in seen else variant)
+            seen.add(variant)
+        d = int(key.rpartition("_d")[2])
+        ax.set_yscale("log"), ax.set_xlabel("step")
+        ax.set_title(f"mean sigma, {DIMENSIONS[d] if d < len(DIMENSIONS) else key}", fontsize=9)
+    axes[0][0].set_ylabel("mean predicted sigma (train batch)")
+    axes[0][-1].legend(fontsize=7)
+    return save_figure(fig, path, dpi=100)
+
+
+def _plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from editrl.report import save_figure
+
+    keys = [(k, h) for k, h in METRICS[:2] if any(k in e for e in summary)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(5.0, 0.75 * len(summary) + 2) * len(keys) / 1.4, 4.2),
+                             squeeze=False)
+    tables = sorted({e["table"] for e in summary})
+    colors = {t: f"C{i}" for i, t in enumerate(tables)}
+    for ax, (key, header) in zip(axes[0], keys):
+        xs = range(len(summary))
+        means = [100 * e[key]["mean"] if key in e else float("nan") for e in summary]
+        errs = [100 * (e[key]["ci95"] or 0.0) if key in e else 0.0 for e in summary]
+        ax.bar(xs, means, yerr=errs, capsize=3, color=[colors[e["table"]] for e in summary], alpha=0.8)
+        for x, e in zip(xs, summary):
+            vals = [100 * v for v in e.get(key, {}).get("values", [])]
+            ax.plot([x] * len(vals), vals, "k.", ms=4)
+        finite = [m for m in means if m == m]
+        lo = min([v for e in summary for v in e.get(key, {}).get("values", [])] or [0.5]) * 100
+        ax.set_ylim(max(0.0, min(lo, min(finite or [50])) - 5), max(finite or [100]) + 5)
+        ax.set_xticks(list(xs), [e["variant"] for e in summary], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(f"{header}, non-tied pairs (%)")
+        ax.axhline(50, color="grey", lw=0.8, ls="--")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[t]) for t in tables]
+    axes[0][0].legend(handles, tables, loc="lower left", fontsize=7)
+    fig.suptitle("reward ablations: mean over seeds, 95% t-interval, dots = seeds", fontsize=9)
+    save_figure(fig, path, dpi=100)
+
+
+__all__ = ["AblationVariant", "AblationConfig", "load_ablation", "runs_of", "variant_train_configs", "run_ablation",
+           "summarise", "evaluate_run", "plot_sigma_curves"]

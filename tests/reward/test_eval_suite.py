@@ -69,7 +69,8 @@ def write_benches(root: Path) -> dict[str, Path]:
         for kind, (a, b) in {"good": (4, 4), "bad": (4, 1), "noop": (1, 2)}.items():
             manifest.append({"id": f"{g}-{kind}", "group_id": g, "split": "bench", "source": s,
                              "edited": _png(world, f"{g}_{kind}.png", 200 + 3 * g + len(kind)),
-                             "instruction": "add a red square", "human_scores": {IF: [a] * 3, VQ: [b] * 3}})
+                             "instruction": "add a red square", "true_scores": {IF: a, VQ: b},
+                             "human_scores": {IF: [a] * 3, VQ: [b] * 3}})
     (world / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
     return {"genai": root / "genai.jsonl", "aurora": root / "aurora.json", "imagenhub": root / "imagenhub.json",
             "editreward": er, "editworld": world}
