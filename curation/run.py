@@ -11,17 +11,15 @@ is recorded too but may change freely: the report pass re-selects from every sto
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from editrl.config import ConfigError
+from editrl.fingerprint import FINGERPRINT, file_digest, path_fingerprint, short, write_fingerprint
 
-FINGERPRINT = "fingerprint.json"
 OUTPUTS = ("scores.jsonl", "rejects.jsonl", "kept.jsonl", "all_scored.jsonl", "summary.json", "histograms.png",
            "extremes.png", FINGERPRINT)
-FULL_HASH_BYTES = 64 << 20  # files up to this size are hashed whole; larger ones by size, head and tail
 
 
 def run_curation(cfg: Any, client: Any = None, *, restart: bool = False) -> dict[str, Any]:
@@ -42,7 +40,7 @@ def run_curation(cfg: Any, client: Any = None, *, restart: bool = False) -> dict
     fingerprint = input_fingerprint(cfg, manifest, client)
     notes = check_fingerprint(out, fingerprint)
     save_config(cfg, out / "config.yaml")
-    write_text_atomic(out / FINGERPRINT, json.dumps(fingerprint, indent=1, sort_keys=True))
+    write_fingerprint(out, fingerprint)
     if client is None:
         from reward.serve.client import make_reward_client
 
@@ -56,45 +54,11 @@ def run_curation(cfg: Any, client: Any = None, *, restart: bool = False) -> dict
 
 
 # ---- fingerprints ---------------------------------------------------------------------------------------
-def file_digest(path: Path, limit: int | None = None) -> str:
-    """sha256 of a file's first ``limit`` bytes (all of it when None), streamed."""
-    h = hashlib.sha256()
-    left = limit
-    with path.open("rb") as f:
-        while left is None or left > 0:
-            chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            if left is not None:
-                left -= len(chunk)
-    return h.hexdigest()
-
-
-def _sampled_digest(path: Path) -> str:
-    """A whole-file hash for small files; size + first and last 4 MiB for large ones (a multi-GB checkpoint)."""
-    size = path.stat().st_size
-    if size <= FULL_HASH_BYTES:
-        return file_digest(path)
-    h = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        h.update(f.read(4 << 20))
-        f.seek(size - (4 << 20))
-        h.update(f.read())
-    return "sampled:" + h.hexdigest()
-
-
 def reward_fingerprint(spec: Any, client: Any = None) -> str:
     """What identifies the reward: its checkpoint folder's content, a ray:// service name, or the client's class."""
     if client is not None:
         return f"client:{type(client).__module__}.{type(client).__qualname__}"
-    folder = Path(str(spec))
-    if not folder.is_dir():
-        return str(spec)
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.iterdir() if q.is_file() and not q.name.endswith(".tmp")):
-        h.update(f"{p.name}\0{_sampled_digest(p)}\0".encode())
-    return "sha256:" + h.hexdigest()
+    return path_fingerprint(spec, recursive=False) if Path(str(spec)).is_dir() else str(spec)
 
 
 def input_fingerprint(cfg: Any, manifest: Path, client: Any = None) -> dict[str, Any]:
@@ -126,7 +90,7 @@ def check_fingerprint(out: Path, new: dict[str, Any]) -> list[str]:
                            + ("" if m_old["path"] == m_new["path"] else f"; it was {m_old['path']}") + ")")
     for key, what in (("reward", "the reward model"), ("input_format", "input_format"), ("limits", "the input limits")):
         if old.get(key) != new.get(key):
-            changed.append(f"{what} changed ({_short(old.get(key))} -> {_short(new.get(key))})")
+            changed.append(f"{what} changed ({short(old.get(key))} -> {short(new.get(key))})")
     if changed:
         raise ConfigError(f"{out} holds scores from other inputs: " + "; ".join(changed)
                           + ". Rerun with --restart to score from scratch, or use another --out.")
@@ -138,8 +102,3 @@ def check_fingerprint(out: Path, new: dict[str, Any]) -> list[str]:
         notes.append("selection changed since the last call, re-selected from the stored scores: "
                      + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
     return notes
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."

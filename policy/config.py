@@ -149,7 +149,9 @@ class RLConfig:
     out: str = "runs/rl"  # output folder: config.yaml, metrics.jsonl, checkpoints/, eval/
     seed: int = 0  # seeds sampling, shuffling and LoRA init; every step derives its own generators from (seed, step)
     steps: int = 100  # optimiser iterations (sample -> score -> update)
-    resume: bool = True  # continue from the latest complete checkpoint in out/checkpoints when there is one
+    # continue from the latest complete checkpoint in out/checkpoints when there is one; refused, naming what changed,
+    # when the editor, reward checkpoint, manifest or a training setting differs (out/fingerprint.json); false: start over
+    resume: bool = True
     checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2  # newest checkpoints kept
     threads: int | None = None  # torch CPU threads (None: leave as is)
@@ -204,6 +206,48 @@ def validate_rl_config(cfg: RLConfig) -> None:
              f"must be in (0, 1], got {c.timestep_fraction}")
 
 
+# Settings a resumed run may change: the length, cadence, evaluation and logging, not what the weights learn from.
+RESUMABLE_CHANGES = ("out", "steps", "resume", "checkpoint_every", "keep_checkpoints", "threads", "accelerate",
+                     "wandb_project", "eval", "reward.device", "reward.log_oracle", "editor.load_kwargs.device")
+
+
+def run_fingerprint(cfg: RLConfig, reward_client: Any = None) -> dict[str, Any]:
+    """What a run's checkpoints depend on (editrl.fingerprint): the editor's weights, the reward checkpoint, the
+    prompt manifest, and every setting except ``RESUMABLE_CHANGES``."""
+    from editrl.config import config_to_dict
+    from editrl.fingerprint import flatten, make_fingerprint
+    from policy.rewards import needs_client
+    from rollout.registry import parse_spec, shipped_tiny_dir
+
+    settings = {k: v for k, v in flatten(config_to_dict(cfg)).items()
+                if not any(k == free or k.startswith(free + ".") for free in RESUMABLE_CHANGES)}
+    kind, editor_path = parse_spec(cfg.editor.spec)
+    if reward_client is not None:
+        settings["reward.client"] = f"client:{type(reward_client).__module__}.{type(reward_client).__qualname__}"
+    uses_reward = reward_client is None and needs_client(cfg.reward)
+    return make_fingerprint({"editor": editor_path or (shipped_tiny_dir() if kind == "tiny" else None),
+                             "reward checkpoint": cfg.reward.client if uses_reward else None,
+                             "prompt manifest": cfg.data.manifest if cfg.data.kind == "manifest" else None},
+                            settings)
+
+
+def check_run_inputs(cfg: RLConfig, out: Any, store: Any, reward_client: Any = None,
+                     write: bool = True) -> None:
+    """Refuse to resume ``out`` when its checkpoints were trained on other inputs (a ConfigError naming them);
+    then store this run's fingerprint (``write``: the main process)."""
+    from editrl.fingerprint import check_resume, read_fingerprint, write_fingerprint
+
+    fingerprint = run_fingerprint(cfg, reward_client)
+    if cfg.resume and store.complete():
+        for note in check_resume(read_fingerprint(out), fingerprint, f"{out} holds checkpoints",
+                                 f"Rerun with resume=false to train from scratch in {out} (its checkpoints are "
+                                 "replaced as new ones are written), or with another out=."):
+            print(note)
+    if write:
+        write_fingerprint(out, fingerprint)
+
+
 __all__ = ["EditorSection", "RewardSection", "DataSection", "SamplingSection", "TrainSection", "ClippedLossSection",
            "GroupDPOLossSection", "GRPOTrainSection", "DPOTrainSection", "EvalSection", "RLConfig", "GRPOConfig",
-           "DPOConfig", "validate_rl_config"]
+           "DPOConfig", "validate_rl_config", "RESUMABLE_CHANGES", "run_fingerprint",
+           "check_run_inputs"]

@@ -31,7 +31,7 @@ import torch
 from editrl.checkpoint import (CheckpointStore, load_tensors, optimizer_from_tensors, optimizer_tensors, read_state,
                                restore_rng, rng_state)
 from policy.advantages import zero_advantage_fraction
-from policy.config import DPOConfig, EvalSection, GRPOConfig, RLConfig, validate_rl_config
+from policy.config import DPOConfig, EvalSection, GRPOConfig, RLConfig, check_run_inputs, validate_rl_config
 from policy.rollouts import (Prompt, PromptPool, Rollout, fill_failed_rewards, held_out_prompts, sample_groups,
                              step_generator)
 from policy.updates import UPDATES
@@ -225,7 +225,8 @@ class Run:
 
 
 def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
-    """Output folder, saved config, editor + LoRA, optimiser, reward, prompts; resume from the latest checkpoint."""
+    """Output folder, saved config, editor + LoRA, optimiser, reward, prompts; resume from the latest checkpoint
+    (refused when the inputs changed since it was written: ``check_run_inputs``)."""
     from editrl.config import save_config
 
     validate_rl_config(cfg)
@@ -234,6 +235,8 @@ def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg.accelerate)
+    store = CheckpointStore(out, keep=cfg.keep_checkpoints)
+    check_run_inputs(cfg, out, store, reward_client, write=accelerator is None or accelerator.is_main_process)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -244,7 +247,6 @@ def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
     reward_fn, client = make_reward(cfg, reward_client)
     pool = PromptPool(cfg.data, cfg.seed)
     held_out = held_out_prompts(cfg.eval.num_tasks, cfg.data.image_size) if cfg.eval.num_tasks > 0 else []
-    store = CheckpointStore(out, keep=cfg.keep_checkpoints)
     run = Run(cfg, out, editor, named, optimizer, reward_fn, client, pool, held_out, accelerator, store)
     loaded = store.load_latest(lambda p: load_rl_checkpoint(p, named, optimizer)) if cfg.resume else None
     if loaded is not None:

@@ -117,7 +117,9 @@ class RewardTrainConfig:
     # Output folder: config.yaml, metrics.jsonl, checkpoints/, final/ (the model), training_curve.png.
     out_dir: str = "runs/reward"
     # Resume from this checkpoint folder (a `checkpoints/step_XXXXXX` of an earlier run); "auto" = the newest
-    # complete one in out_dir that loads (torn or unreadable ones are skipped with a warning).
+    # complete one in out_dir that loads (torn or unreadable ones are skipped with a warning). Refused, naming what
+    # changed, when the pair files, checkpoints or a training setting differ from the run that wrote it (its
+    # fingerprint.json); leave it unset to start over.
     resume: str | None = None
     # Start from the weights of this reward checkpoint (a `final/` or shipped folder, safetensors) instead of a fresh
     # model: fine-tuning, e.g. on a policy's own samples. Its reward_config.yaml must equal the `model` section in

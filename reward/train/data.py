@@ -60,15 +60,21 @@ class PreferencePair:
 
 # ---- loading -------------------------------------------------------------------------------------
 
-def load_pairs(path: str | Path, image_root: str | Path | None = None) -> list[PreferencePair]:
-    """Read preference pairs from an editworld dataset folder, a pairs ``.jsonl`` or an official ``.json``."""
+def pair_file(path: str | Path) -> Path:
+    """The file ``load_pairs(path)`` reads: a dataset folder's ``pairs.jsonl`` or ``editreward_pairs.json``, or
+    ``path`` itself."""
     path = Path(path)
     if path.is_dir():
-        if (path / "pairs.jsonl").is_file():
-            return load_editworld_pairs(path / "pairs.jsonl")
-        if (path / "editreward_pairs.json").is_file():
-            return load_official_pairs(path / "editreward_pairs.json", image_root)
+        for name in ("pairs.jsonl", "editreward_pairs.json"):
+            if (path / name).is_file():
+                return path / name
         raise DataError(path, "no pairs.jsonl or editreward_pairs.json in this folder")
+    return path
+
+
+def load_pairs(path: str | Path, image_root: str | Path | None = None) -> list[PreferencePair]:
+    """Read preference pairs from an editworld dataset folder, a pairs ``.jsonl`` or an official ``.json``."""
+    path = pair_file(path)
     if not path.exists():
         raise DataError(path, "pair data not found")
     if path.suffix == ".jsonl":
@@ -345,7 +351,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 __all__ = [
-    "DIMENSIONS", "PreferencePair", "load_pairs", "load_editworld_pairs", "load_official_pairs",
+    "DIMENSIONS", "PreferencePair", "pair_file", "load_pairs", "load_editworld_pairs", "load_official_pairs",
     "training_samples", "split_by_group", "subsample", "PairDataset", "PairCollator", "GroupDataset", "GroupCollator",
     "epoch_order",
 ]

@@ -127,5 +127,52 @@ def resume_training(spec: str | None, store: CheckpointStore, model: torch.nn.Mo
     return store.load_latest(load)
 
 
+# ---- what a run trains on ------------------------------------------------------------------------------
+# Settings a resumed run may change: its length, cadence, logging and threads (and the per-process batch, as long
+# as the global batch stays: a checkpoint resumes across world sizes), not what the weights learn from.
+RESUMABLE_CHANGES = ("out_dir", "resume", "wandb_project", "data.num_workers", "data.max_val_pairs",
+                     "train.batch_size", "train.max_steps", "train.epochs", "train.time_budget_minutes",
+                     "train.log_every", "train.eval_every", "train.save_every", "train.keep_checkpoints",
+                     "train.num_threads", "model.gradient_checkpointing")
+
+
+def training_fingerprint(cfg: Any, world: int = 1) -> dict[str, Any]:
+    """What a reward run's checkpoints depend on (editrl.fingerprint): the pair files, the backbone and
+    ``init_from`` checkpoints, the global batch, and every setting except ``RESUMABLE_CHANGES``."""
+    from editrl.config import config_to_dict
+    from editrl.fingerprint import flatten, make_fingerprint
+    from reward.train.data import pair_file
+
+    settings = {k: v for k, v in flatten(config_to_dict(cfg)).items()
+                if not any(k == free or k.startswith(free + ".") for free in RESUMABLE_CHANGES)}
+    settings["train.global_batch"] = cfg.train.batch_size * world
+    d = cfg.data
+    files: dict[str, Any] = {"training pairs": pair_file(d.train), "validation pairs": d.val and pair_file(d.val),
+                             "backbone": None if cfg.model.backbone == "tiny" else cfg.model.backbone,
+                             "init_from checkpoint": cfg.init_from}
+    files.update({f"extra training pairs {i + 1}": pair_file(x) for i, x in enumerate(d.extra_train)})
+    return make_fingerprint(files, settings)
+
+
+def check_training_inputs(cfg: Any, store: CheckpointStore, world: int = 1, write: bool = True) -> list[str]:
+    """Refuse to resume (``cfg.resume``) a checkpoint trained on other inputs than this run's (a ConfigError
+    naming them and how to start over); then store this run's fingerprint in ``out_dir`` (``write``: rank 0).
+    An explicit ``resume=FOLDER`` is checked against the run folder that holds it. Returns notes for the log."""
+    from editrl.fingerprint import check_resume, read_fingerprint, write_fingerprint
+
+    fingerprint = training_fingerprint(cfg, world)
+    notes: list[str] = []
+    if cfg.resume:
+        folder = store.root.parent if cfg.resume == "auto" else Path(cfg.resume).parent.parent
+        if cfg.resume != "auto" or store.complete():
+            notes = check_resume(read_fingerprint(folder), fingerprint, f"{folder} holds checkpoints trained",
+                                 f"Rerun without resume= to train from scratch in {cfg.out_dir} (its checkpoints "
+                                 "are replaced as new ones are written), or with another out_dir=.")
+    if write:
+        write_fingerprint(cfg.out_dir, fingerprint)
+    return notes
+
+
 __all__ = ["OPTIMIZER_FILE", "RNG_FILE", "optimizer_chain", "optimizer_file", "save_training_state",
-           "check_compatible", "load_training_state", "resume_training"]
+           "check_compatible", "load_training_state", "resume_training", "RESUMABLE_CHANGES", "training_fingerprint",
+           "check_training_inputs"]

@@ -5,7 +5,9 @@
 
 Data order is a pure function of (seed, epoch) and the optimiser step, so a run resumed from a
 checkpoint (``reward.train.state``: model, optimiser, RNG states and step through ``editrl.checkpoint``)
-continues with exactly the loss curve it would have had without interruption. The global batch of a step is
+continues with exactly the loss curve it would have had without interruption; a resume whose inputs (pair files,
+checkpoints, settings) changed since the checkpoint was written is refused (``reward.train.state``,
+``OUT/fingerprint.json``). The global batch of a step is
 the same pairs whatever the number of processes (each rank takes its slice of them), and the logged loss is
 the mean over all of them.
 """
@@ -27,7 +29,7 @@ from editrl.metrics import MetricsSink
 from reward.train.config import RewardTrainConfig
 from reward.train.data import (GroupCollator, GroupDataset, PairCollator, PairDataset, PreferencePair, epoch_order,
                                load_pairs, split_by_group, subsample, training_samples)
-from reward.train.state import resume_training, save_training_state
+from reward.train.state import check_training_inputs, resume_training, save_training_state
 
 
 @dataclass
@@ -201,6 +203,11 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     is_main = accelerator.is_main_process
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+    store = CheckpointStore(out_dir, keep=t.keep_checkpoints)
+    for note in check_training_inputs(cfg, store, accelerator.num_processes, write=is_main):  # before any work
+        if is_main:
+            print(note)
+    if is_main:
         save_config(cfg, out_dir / "config.yaml")
 
     # ---- data: pairs -> samples -> deterministic micro-batches ---------------------------------------
@@ -235,8 +242,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    # ---- resume ------------------------------------------------------------------------------------
-    store = CheckpointStore(out_dir, keep=t.keep_checkpoints)
+    # ---- resume (the inputs were checked above) --------------------------------------------------------
     sharded = ds_plugin is not None  # ZeRO: every rank holds (and checkpoints) its own optimiser partition
     step, elapsed_before = 0, 0.0
     resumed = resume_training(cfg.resume, store, accelerator.unwrap_model(model), optimizer, scheduler, world=world,
