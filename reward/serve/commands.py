@@ -56,10 +56,52 @@ def score(args: argparse.Namespace) -> int:
         table.add_row(str(path), *cells, f"{res.score:.3f}", f"{res.score_sigma:.3f}")
     console = make_console()
     console.print(table)
+    probs = pairwise_probabilities(scorer.dimensions, results)
+    if probs:
+        names = [str(p) for p in args.edited]
+        for key, matrix in probs.items():
+            ptable = Table(title=f"P(row better than column), {key}")
+            ptable.add_column("edited")
+            for name in names:
+                ptable.add_column(name, justify="right")
+            for name, row in zip(names, matrix):
+                ptable.add_row(name, *("-" if p is None else f"{p:.2f}" for p in row))
+            console.print(ptable)
+        console.print(PROBABILITY_NOTE)
     for path, res in zip(args.edited, results):
         if res.error is not None:
             console.print(f"[red]error[/red] {path}: {res.error}")
     return 1 if failed else 0
+
+
+PROBABILITY_NOTE = ("P(a > b) = Phi((mu_a - mu_b) / sqrt(sigma_a^2 + sigma_b^2)) per dimension and on the aggregate "
+                    "score. It is a calibrated probability for a model trained with data.loss=probit; under the "
+                    "paper's uncertainty loss sigma collapses towards 0 and these read as ~0 or ~1 "
+                    "(docs/reward-training.md, 'Uncertainty').")
+
+
+def pairwise_probabilities(dimensions: list[str], results: list) -> dict[str, list[list[float | None]]]:
+    """For two or more scored edits of one source: the Thurstone probability that edit i beats edit j, per
+    dimension and for the aggregate score ({name: N x N matrix}, None on the diagonal and where an edit failed)."""
+    import math
+
+    import numpy as np
+
+    from reward.eval.calibration import pair_probability
+
+    ok = [r.error is None and math.isfinite(r.score) and math.isfinite(r.score_sigma) for r in results]
+    if sum(ok) < 2:
+        return {}
+    columns = {d: ([r.mu[d] for r in results], [r.sigma[d] for r in results]) for d in dimensions}
+    columns["score"] = ([r.score for r in results], [r.score_sigma for r in results])
+    out = {}
+    for key, (mu, sigma) in columns.items():
+        mu_a, sd_a = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
+        p = pair_probability(mu_a[:, None] - mu_a[None, :], np.sqrt(sd_a[:, None] ** 2 + sd_a[None, :] ** 2),
+                             "thurstone")
+        out[key] = [[float(p[i, j]) if i != j and ok[i] and ok[j] else None for j in range(len(results))]
+                    for i in range(len(results))]
+    return out
 
 
 def _print_json(scorer: Any, edited: list, results: list) -> int:
@@ -77,7 +119,8 @@ def _print_json(scorer: Any, edited: list, results: list) -> int:
         rows.append({"edited": str(path), "mu": {d: num(v) for d, v in res.mu.items()},
                      "sigma": {d: num(v) for d, v in res.sigma.items()}, "score": num(res.score),
                      "score_sigma": num(res.score_sigma), "error": res.error})
-    print(json.dumps({"aggregation": scorer.cfg.aggregation, "inference": scorer.cfg.inference, "edits": rows}))
+    print(json.dumps({"aggregation": scorer.cfg.aggregation, "inference": scorer.cfg.inference, "edits": rows,
+                      "p_row_beats_column": pairwise_probabilities(scorer.dimensions, results)}))
     return 1 if any(r["error"] for r in rows) else 0
 
 

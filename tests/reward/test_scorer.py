@@ -125,6 +125,24 @@ def test_cli_score_prints_a_table(tmp_path, scorer, capsys, monkeypatch):
     assert "a.png" in out and "b.png" in out and "visual_quality" in out and "score" in out
     expected = scorer.score_group(paths[0], "remove the red circle", paths[1:])
     assert f"{expected[0].score:.3f}" in out
+    assert "P(row better than column), score" in out and "data.loss=probit" in out
+
+
+def test_pairwise_probabilities_worked_by_hand():
+    """mu 1 vs 0 with sigmas 0.6 and 0.8: Phi(1 / sqrt(0.36 + 0.64)) = Phi(1) = 0.841345; the reverse 0.158655;
+    a failed edit gives None in its row and column."""
+    from types import SimpleNamespace
+
+    from reward.serve.commands import pairwise_probabilities
+
+    def res(mu, sd, error=None):
+        return SimpleNamespace(mu={"d": mu}, sigma={"d": sd}, score=mu, score_sigma=sd, error=error)
+
+    p = pairwise_probabilities(["d"], [res(1.0, 0.6), res(0.0, 0.8), res(float("nan"), float("nan"), "bad")])
+    assert p["d"][0][1] == pytest.approx(0.841345, abs=1e-6) and p["d"][1][0] == pytest.approx(0.158655, abs=1e-6)
+    assert p["score"][0][1] == pytest.approx(0.841345, abs=1e-6)
+    assert p["d"][0][0] is None and p["d"][0][2] is None and p["d"][2][1] is None
+    assert pairwise_probabilities(["d"], [res(1.0, 0.6)]) == {}
 
 
 def test_pre_norm_head_input_reads_the_final_norms_input_and_keeps_prefix_equality():
