@@ -7,8 +7,9 @@ transformers ``Qwen2_5_VLForConditionalGeneration`` and its processor — with w
 the official schedule, norm-rescaled CFG and position ids.
 
 With ``noise_level=0`` it reproduces the official ``ImageGenerator.generate_image`` (stepfun-ai/Step1X-Edit at
-95feaea, ``timesteps_truncate=0.93``) in fp32 to ~1e-6, except that the source latent is the VAE posterior
-*mean*: the official ``encode`` samples the posterior with unseeded noise, so it is not reproducible itself.
+95feaea, ``timesteps_truncate=0.93``) in fp32 to a few 1e-6 of the output's scale (fp32 rounding: the official
+output is as far from a float64 run), except that the source latent is the VAE posterior *mean*: the official
+``encode`` samples the posterior with unseeded noise, so it is not reproducible itself.
 Per step the DiT sees ``[noisy target tokens, reference tokens]`` (Kontext-style; the prediction for the
 reference is discarded) with all 640 text rows and no attention mask; ``guidance`` (6.0) is true CFG against
 ``negative_prompt`` ("") with the official rescale ``d / |d|**0.4`` (where ``|d| > 1``) for sigma above
