@@ -19,7 +19,7 @@ Each stage writes into ``out/<stage>/``; ``out/demo.json`` records what ran (com
 hashes, seeds, package versions, git commit, date, stage wall times, also in ``out/timings.json``), and the report
 ``out/report.html`` is rendered from those files alone (``render(out)`` redraws it without rerunning anything).
 Every verdict in the report is a 95% interval with "significant" or "not significant" in words.
-The default size takes about 4-5 minutes on 2 CPU cores; ``--quick`` shrinks every stage to a smoke test
+The default size takes about 3-6 minutes on 2 CPU cores; ``--quick`` shrinks every stage to a smoke test
 (tests/editrl/test_demo.py); ``--skip curate,grpo`` skips stages.
 """
 
@@ -722,7 +722,9 @@ def section_provenance(out: Path, report: HtmlReport, meta: dict) -> None:
                 "its stages ran (the demo calls the CLI in-process; lines marked in-process are the equivalent CLI "
                 "command or the function it called).")
     report.code("\n".join([f"$ {prov['command']}", *[f"[{s}] {c}" for s, c in meta["commands"]]]))
-    report.table(["config file", "sha256 (first 16 hex)"], [[_rel(p), file_sha256(p)] for p in meta["configs"]])
+    hashes = meta.get("config_sha256", {})  # taken when the demo ran, so a later edit cannot pass for what ran
+    report.table(["config file", "sha256 (first 16 hex)"],
+                 [[_rel(p), hashes.get(p) or file_sha256(p)] for p in meta["configs"]])
     report.table(["seed", "value"], [[k, v] for k, v in meta["seeds"].items()])
     report.table(["", "version / value"], [
         ["git commit", prov["git_commit"]], ["date (UTC)", prov["date"]], ["python", prov["python"]],
@@ -870,7 +872,8 @@ def run(args: argparse.Namespace) -> int:
                     "bootstrap resampling seed": 0}
     meta = {"quick": quick, "seed": seed, "sizes": asdict(sizes), "ran": ran, "editor": editor,
             "editor_text": editor_text, "reward": str(checkpoint), "reward_text": reward_text, "trained_s": trained_s,
-            "timings": timings, "provenance": prov, **asdict(record)}
+            "timings": timings, "provenance": prov, **asdict(record),
+            "config_sha256": {p: file_sha256(p) for p in record.configs}}
     (out / "demo.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "timings.json").write_text(json.dumps(timings, indent=1))
     path = render(out)

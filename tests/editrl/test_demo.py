@@ -109,7 +109,7 @@ def test_report_has_a_provenance_block(quick_demo):
     for pkg in ("torch", "transformers", "diffusers", "ray", "editrl"):
         assert f"package {pkg}</td>" in prov, pkg
     assert "date (UTC)" in prov and "held-out task seed" in prov
-    assert meta["seeds"] and meta["configs"]
+    assert meta["seeds"] and meta["config_sha256"][str(GRPO_PRESET)] == file_sha256(GRPO_PRESET)
 
 
 def test_report_is_rendered_again_from_the_outputs_alone(quick_demo):
