@@ -1,6 +1,6 @@
 """GRPO with the DGPO (group_dpo) update on the tiny Step1X-Edit checkpoint, through the real CLI: the LoRA on the
 DiT and the connector trains, a run stopped after step 1 and resumed lands on the uninterrupted run's weights and
-metrics, and the trained policy loads back through the registry. Plus: the GPU preset's recipe (clipped loss on an
+metrics, and the trained policy loads back through the registry. Plus: a DPO step, and the GPU preset's recipe (clipped loss on an
 SDE window, CFG 6) at tiny size."""
 
 from __future__ import annotations
@@ -103,6 +103,25 @@ def test_dgpo_trains_the_step1x_lora_and_resumes_exactly(assets, tmp_path):
     assert manifest["editor"] == f"step1x-edit:{step1x}" and manifest["algorithm"] == "grpo/group_dpo"
     loaded = dict(load_editor(str(full)).transformer.named_parameters())
     assert all(torch.equal(loaded[n].detach(), w) for n, w in w2.items())
+
+
+def test_dpo_step_on_the_step1x_checkpoint(assets, tmp_path):
+    import yaml
+    from safetensors.torch import load_file
+
+    from editrl.cli import main
+
+    step1x, reward = assets
+    path = _write_config(tmp_path / "dpo.yaml", step1x, reward, tmp_path / "dpo", 1)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["train"] = {"learning_rate": 1e-2, "beta": 500.0, "reference": "fixed", "timesteps_per_pair": 1,
+                    "micro_batch": 2}
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["policy", "dpo", "--config", str(path)]) == 0
+    row = _rows(tmp_path / "dpo")[1]
+    assert row["dpo/pairs"] == 2 and row["dpo/loss"] == pytest.approx(math.log(2), abs=1e-6)  # B = 0: no margin yet
+    lora = load_file(str(tmp_path / "dpo" / "checkpoints" / "step_000001" / "lora.safetensors"))
+    assert any("lora_B" in n and w.abs().sum() > 0 for n, w in lora.items())
 
 
 def test_the_gpu_preset_runs_its_clipped_recipe_on_the_tiny_checkpoint(assets, tmp_path):

@@ -3,9 +3,9 @@
 Matched within 1e-5 of each tensor's scale (its largest magnitude, at least 1): the encoder's hidden states (token
 ids exactly), the VAE posterior mean and decode, the DiT + connector velocity of a CFG pair at sigma 0.95 (rescaled
 CFG) and 0.5, and the 6-step deterministic sample (v1.0, v1.1, two image sizes, the 4.55 prompt variant and the
-truncate-1.0 variant) given the official conditioner's embeddings. Measured: up to ~4e-6 of the scale (7e-5 on CFG
-velocities up to 20); the official fp32 output is itself ~1e-6 of its scale from a float64 run of the adapter, so an
-absolute 1e-5 would sit below the reference's own rounding on some CPUs. From the source image alone (our encoder
+truncate-1.0 variant) given the official conditioner's embeddings. Measured: up to 3.6e-6 of the scale for the DiT
+(7e-5 on CFG velocities up to 20), 8.5e-6 for the VAE decode (values below 1); the official fp32 outputs are as far
+from a float64 run of the adapter, so an absolute 1e-5 would sit below the reference's own rounding on some CPUs. From the source image alone (our encoder
 and VAE) the sample differs by ~1e-4 on values up to 15: the official conditioner rounds its output to bfloat16, and
 1e-6 differences flip a few roundings. Negative controls show wrong-version position ids, dropping the 640-row
 padding and ignoring ``scale_factor`` are caught. A meta-device build maps every key of the full-size 12.4B
