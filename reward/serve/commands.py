@@ -32,7 +32,7 @@ def score(args: argparse.Namespace) -> int:
     scorer = RewardScorer.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
     results = scorer.score_group(str(source), args.instruction, [str(e) for e in args.edited])
     if getattr(args, "json", False):
-        return _print_json(scorer, args.edited, results)
+        return _print_json(scorer, args.edited, results, probability_formula(args.checkpoint))
 
     table = Table(title=f"EditReward ({scorer.cfg.aggregation} of {len(scorer.dimensions)} dimensions): "
                         f"{args.instruction!r}")
@@ -56,7 +56,8 @@ def score(args: argparse.Namespace) -> int:
         table.add_row(str(path), *cells, f"{res.score:.3f}", f"{res.score_sigma:.3f}")
     console = make_console()
     console.print(table)
-    probs = pairwise_probabilities(scorer.dimensions, results)
+    formula = probability_formula(args.checkpoint)
+    probs = pairwise_probabilities(scorer.dimensions, results, formula)
     if probs:
         names = [str(p) for p in args.edited]
         for key, matrix in probs.items():
@@ -67,22 +68,41 @@ def score(args: argparse.Namespace) -> int:
             for name, row in zip(names, matrix):
                 ptable.add_row(name, *("-" if p is None else f"{p:.2f}" for p in row))
             console.print(ptable)
-        console.print(PROBABILITY_NOTE)
+        console.print(PROBABILITY_NOTE[formula])
     for path, res in zip(args.edited, results):
         if res.error is not None:
             console.print(f"[red]error[/red] {path}: {res.error}")
     return 1 if failed else 0
 
 
-PROBABILITY_NOTE = ("P(a > b) = Phi((mu_a - mu_b) / sqrt(sigma_a^2 + sigma_b^2)) per dimension and on the aggregate "
-                    "score. It is a calibrated probability for a model trained with data.loss=probit; under the "
-                    "paper's uncertainty loss sigma collapses towards 0 and these read as ~0 or ~1 "
-                    "(docs/reward-training.md, 'Uncertainty').")
+PROBABILITY_NOTE = {
+    "thurstone": "P(a > b) = Phi((mu_a - mu_b) / sqrt(sigma_a^2 + sigma_b^2)) per dimension and on the aggregate score: "
+                 "the likelihood this model was trained with (data.loss=probit), a calibrated probability.",
+    "logistic": "P(a > b) = E[sigmoid(z)], z ~ N(mu_a - mu_b, sigma_a^2 + sigma_b^2), per dimension and on the aggregate "
+                "score: the likelihood of the paper's loss (and of Bradley-Terry). Its sigma carries no information "
+                "(it collapses towards 0 in training, docs/reward-training.md 'Uncertainty'), so this is "
+                "sigmoid(mu_a - mu_b).",
+}
 
 
-def pairwise_probabilities(dimensions: list[str], results: list) -> dict[str, list[list[float | None]]]:
-    """For two or more scored edits of one source: the Thurstone probability that edit i beats edit j, per
-    dimension and for the aggregate score ({name: N x N matrix}, None on the diagonal and where an edit failed)."""
+def probability_formula(checkpoint: str | Path) -> str:
+    """How to read P(a > b) off a checkpoint: "thurstone" for a model trained with the probit loss (its
+    ``extra.json`` says so), else "logistic" (the paper's loss, Bradley-Terry, imported or unknown)."""
+    from reward.model.editreward import EXTRA_NAME
+
+    extra = Path(checkpoint) / EXTRA_NAME
+    try:
+        loss = json.loads(extra.read_text()).get("loss") if extra.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        loss = None
+    return "thurstone" if loss == "probit" else "logistic"
+
+
+def pairwise_probabilities(dimensions: list[str], results: list,
+                           formula: str = "thurstone") -> dict[str, list[list[float | None]]]:
+    """For two or more scored edits of one source: the probability that edit i beats edit j by ``formula``
+    (``reward.eval.calibration.pair_probability``), per dimension and for the aggregate score ({name: N x N
+    matrix}, None on the diagonal and where an edit failed)."""
     import math
 
     import numpy as np
@@ -98,13 +118,13 @@ def pairwise_probabilities(dimensions: list[str], results: list) -> dict[str, li
     for key, (mu, sigma) in columns.items():
         mu_a, sd_a = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
         p = pair_probability(mu_a[:, None] - mu_a[None, :], np.sqrt(sd_a[:, None] ** 2 + sd_a[None, :] ** 2),
-                             "thurstone")
+                             formula)
         out[key] = [[float(p[i, j]) if i != j and ok[i] and ok[j] else None for j in range(len(results))]
                     for i in range(len(results))]
     return out
 
 
-def _print_json(scorer: Any, edited: list, results: list) -> int:
+def _print_json(scorer: Any, edited: list, results: list, formula: str) -> int:
     """``reward score --json``: one object per edited image (mu, sigma per dimension, score, score_sigma, error;
     NaN becomes null), printed as one JSON list on stdout for scripts. Exit 1 if any edit failed."""
     import math
@@ -120,7 +140,8 @@ def _print_json(scorer: Any, edited: list, results: list) -> int:
                      "sigma": {d: num(v) for d, v in res.sigma.items()}, "score": num(res.score),
                      "score_sigma": num(res.score_sigma), "error": res.error})
     print(json.dumps({"aggregation": scorer.cfg.aggregation, "inference": scorer.cfg.inference, "edits": rows,
-                      "p_row_beats_column": pairwise_probabilities(scorer.dimensions, results)}))
+                      "probability_formula": formula,
+                      "p_row_beats_column": pairwise_probabilities(scorer.dimensions, results, formula)}))
     return 1 if any(r["error"] for r in rows) else 0
 
 
@@ -212,12 +233,15 @@ def bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.full_shapes and args.device != "cuda":
         raise ConfigError("reward bench: --full-shapes builds a 7B-parameter model: use --device cuda")
+    if args.repeats < 1:
+        raise ConfigError(f"reward bench: --repeats must be >= 1, got {args.repeats}")
     image_size = args.image_size or (448 if args.full_shapes else 64)
     scorer, label = build_bench_scorer(args.checkpoint, device=args.device, full_shapes=args.full_shapes,
                                        batch_size=args.batch_size)
     groups = bench_inputs(args.items, image_size, seed=args.seed)
     print(f"benchmarking {label} on {args.device}: {args.items} edits, {image_size}x{image_size} images", flush=True)
-    result = run_bench(scorer, groups, group_sizes=tuple(args.group_sizes), label=label, device=args.device)
+    result = run_bench(scorer, groups, group_sizes=tuple(args.group_sizes), label=label, device=args.device,
+                       repeats=args.repeats)
     if args.ray_replicas:
         from reward.serve.throughput import run_service_rows
 

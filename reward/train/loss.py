@@ -185,8 +185,19 @@ def probit_nll(delta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
     Unlike the expectation of the paper's loss, which is non-decreasing in s for every delta (Jensen: -log sigmoid
     is convex), this falls in s when delta < 0: a wrong call is cheaper when the model says it is unsure, so the
-    likelihood alone does not drive sigma to 0. d/ds = phi(r) / Phi(r) * delta / s^2 with r = delta / s."""
-    return -torch.special.log_ndtr(delta.double() / s.double())
+    likelihood alone does not drive sigma to 0. d/ds = phi(r) / Phi(r) * delta / s^2 with r = delta / s.
+
+    Below r = -PROBIT_TAIL (P < 1e-15) the curve continues along its tangent, so a confidently wrong call by a model
+    whose sigma has collapsed (fine-tuning a model trained with the paper's loss: s ~ 1e-12, r ~ -1e12) gives a
+    large but finite loss and gradient instead of overflowing the backward pass."""
+    r = delta.double() / s.double()
+    knot = torch.full_like(r, -PROBIT_TAIL)
+    slope = torch.exp(-0.5 * knot ** 2 - torch.special.log_ndtr(knot)) / math.sqrt(2 * math.pi)  # phi/Phi at the knot
+    tail = -torch.special.log_ndtr(knot) + slope * (knot - r)
+    return torch.where(r < -PROBIT_TAIL, tail, -torch.special.log_ndtr(torch.maximum(r, knot)))
+
+
+PROBIT_TAIL = 8.0
 
 
 def probit_loss(mu_w: torch.Tensor, log_sigma_w: torch.Tensor, mu_l: torch.Tensor, log_sigma_l: torch.Tensor,

@@ -58,7 +58,7 @@ def save_training_state(store: CheckpointStore, step: int, accelerator: Any, mod
         if not is_main:
             (folder / f"optimizer-rank{rank}.json").write_text(json.dumps(meta))
     if is_main:
-        save_checkpoint(accelerator.unwrap_model(model), processor, cfg.model, folder, extra={"train_step": step})
+        save_checkpoint(accelerator.unwrap_model(model), processor, cfg.model, folder, extra={"train_step": step, "loss": cfg.data.loss})
         rng_tensors, rng_meta = rng_state()
         save_tensors(rng_tensors, folder / RNG_FILE)
     accelerator.wait_for_everyone()  # every rank's files are in the staging folder

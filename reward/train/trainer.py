@@ -365,7 +365,7 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
 
         final_dir = out_dir / "final"
         save_checkpoint(accelerator.unwrap_model(model), processor, cfg.model, final_dir,
-                        extra={"train_step": step, "val_accuracy": val_acc})
+                        extra={"train_step": step, "val_accuracy": val_acc, "loss": cfg.data.loss})
     if sink is not None:
         sink.close()
         plot_training_curve(out_dir / "metrics.jsonl", out_dir / "training_curve.png")

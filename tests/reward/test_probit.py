@@ -117,3 +117,21 @@ def test_config_selects_probit_in_the_trainer():
     assert pair_loss(cfg, mu, ls, scores).item() != pytest.approx(want.item(), abs=1e-4)
     with pytest.raises(ConfigError, match="loss"):
         load_config(RewardTrainConfig, None, ["data.loss=thurstone"])
+
+
+def test_a_collapsed_sigma_gives_a_finite_loss_and_gradient():
+    """Fine-tuning a model trained with the paper's loss: sigma ~ 1e-12 on a wrong call (r ~ -1e12). The tail past
+    r = -8 is the tangent there: continuous at the knot, linear beyond it (slope phi(-8)/Phi(-8) = 8.1211 per unit
+    of r), and the backward pass through the heads stays finite."""
+    from reward.train.loss import PROBIT_TAIL
+
+    at = _nll(-PROBIT_TAIL, 1.0)
+    assert _nll(-PROBIT_TAIL - 1e-9, 1.0) == pytest.approx(at, abs=1e-6)
+    assert _nll(-PROBIT_TAIL - 1.0, 1.0) - at == pytest.approx(8.1211, abs=1e-3)
+    assert _nll(-2.0, 1.0) == pytest.approx(3.78318, abs=1e-4)  # untouched above the knot: -log Phi(-2)
+    mu_w, mu_l = torch.zeros(3, 2, requires_grad=True), torch.full((3, 2), 2.0, requires_grad=True)
+    log_sigma = torch.full((3, 2), -28.0, requires_grad=True)  # sigma 7e-13
+    loss = probit_loss(mu_w, log_sigma, mu_l, log_sigma, "mean")
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 1e12
+    assert all(torch.isfinite(t.grad).all() for t in (mu_w, mu_l, log_sigma))

@@ -125,7 +125,7 @@ def test_cli_score_prints_a_table(tmp_path, scorer, capsys, monkeypatch):
     assert "a.png" in out and "b.png" in out and "visual_quality" in out and "score" in out
     expected = scorer.score_group(paths[0], "remove the red circle", paths[1:])
     assert f"{expected[0].score:.3f}" in out
-    assert "P(row better than column), score" in out and "data.loss=probit" in out
+    assert "P(row better than column), score" in out and "sigmoid(mu_a - mu_b)" in out  # no extra.json: logistic
 
 
 def test_pairwise_probabilities_worked_by_hand():
@@ -143,6 +143,21 @@ def test_pairwise_probabilities_worked_by_hand():
     assert p["score"][0][1] == pytest.approx(0.841345, abs=1e-6)
     assert p["d"][0][0] is None and p["d"][0][2] is None and p["d"][2][1] is None
     assert pairwise_probabilities(["d"], [res(1.0, 0.6)]) == {}
+    # the paper's likelihood at sigma -> 0 is sigmoid(delta): sigmoid(1) = 0.731059
+    assert pairwise_probabilities(["d"], [res(1.0, 0.0), res(0.0, 0.0)], "logistic")["d"][0][1] == pytest.approx(
+        0.731059, abs=1e-5)
+
+
+def test_the_probability_formula_follows_the_training_loss(tmp_path):
+    from reward.serve.commands import probability_formula
+
+    assert probability_formula(tmp_path) == "logistic"
+    (tmp_path / "extra.json").write_text('{"train_step": 3, "loss": "probit"}')
+    assert probability_formula(tmp_path) == "thurstone"
+    (tmp_path / "extra.json").write_text('{"loss": "uncertainty"}')
+    assert probability_formula(tmp_path) == "logistic"
+    (tmp_path / "extra.json").write_text("not json")
+    assert probability_formula(tmp_path) == "logistic"
 
 
 def test_pre_norm_head_input_reads_the_final_norms_input_and_keeps_prefix_equality():
