@@ -37,7 +37,7 @@ class RewardDataConfig:
     max_val_pairs: int | None = 512
     # Training objective: the paper's uncertainty-aware ranking loss, plain Bradley-Terry, or point-wise regression (eq. 5),
     # or "probit": the Thurstone likelihood P(w > l) = Phi((mu_w - mu_l) / sqrt(s_w^2 + s_l^2)), whose sigma does not
-    # collapse (the paper's loss is smallest at sigma -> 0 for every pair; docs/experiments/reward-ablations.md).
+    # collapse (the paper's loss is smallest at sigma -> 0 for every pair; docs/reward-training.md, "Uncertainty").
     # The dimensions are combined by `model.aggregation` (mean / min / sum), in the loss and in scoring alike; with
     # "probit" the per-dimension term (`dimension_loss_weight`) is probit too.
     loss: Literal["uncertainty", "probit", "bradley_terry", "pointwise"] = "uncertainty"
@@ -99,7 +99,7 @@ class RewardOptimConfig:
     bf16: bool = True
     # Path of a DeepSpeed JSON config (e.g. configs/reward/deepspeed_zero2.json for 7B backbones); None = plain DDP/CPU.
     deepspeed: str | None = None
-    # Torch intra-op threads on CPU; None = torch's default.
+    # Torch intra-op threads on CPU; None = the CLI's default, the cores not busy at start (editrl/threads.py).
     num_threads: int | None = None
 
 
