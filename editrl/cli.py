@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="scorer batch size (batched and shared-prefix rows)")
     p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 64, or 448 with --full-shapes)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of every style after a warm-up (median and best reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.add_argument("--ray-replicas", type=int, default=0, help="also measure through a local Ray service with this many replicas")

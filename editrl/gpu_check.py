@@ -51,7 +51,7 @@ def part_reward(rec: Recorder, sz: Sizes, device: str) -> None:
                    max_abs_diff_vs_first_row=row.get("max_abs_diff_vs_official"))
 
     result = run_bench(scorer, groups, group_sizes=(sz.group_size,), label=label, device=device, progress=False,
-                       on_row=on_row)
+                       on_row=on_row, repeats=1)  # one timed run a row after the warm-up: the part's time budget
     rec.info(model=label, items=result.items, tokens_per_edit=result.tokens_per_edit, image=sz.reward_image,
              batch_size=sz.reward_batch)
 

@@ -8,6 +8,7 @@ and a ``Qwen2VLVideoProcessor``. Real checkpoints bring their own processor; we 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,17 @@ def torch_dtype(name: str) -> Any:
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def cache_kwargs(module: Any, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` for calling a transformers model with a key/value cache, under the name its ``forward``
+    takes: ``cache`` since transformers 5.2x (where ``past_key_values`` is deprecated and warns on every call),
+    ``past_key_values`` before; ``{}`` when ``cache`` is None."""
+    return {} if cache is None else {_cache_arg(type(module)): cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_arg(cls: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward.model.backbone import cache_kwargs
 from reward.model.config import RewardModelConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -240,7 +241,8 @@ class EditRewardModel(nn.Module):
         position_ids = self.rope_positions(input_ids, attention_mask, mm_token_type_ids, image_grid_thw)
         cache = DynamicCache()
         self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      pixel_values=pixel_values, image_grid_thw=image_grid_thw, past_key_values=cache, use_cache=True)
+                      pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=True,
+                      **cache_kwargs(self.backbone, cache))
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         counts = self._images_per_row(input_ids)
         grids = list(torch.split(image_grid_thw, counts)) if image_grid_thw is not None else [None] * len(counts)
@@ -279,7 +281,7 @@ class EditRewardModel(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
                             pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                             pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
-                            past_key_values=cache, use_cache=True)
+                            use_cache=True, **cache_kwargs(self.backbone, cache))
         return self.head_outputs(self.reward_hidden(self._head_states(out.last_hidden_state), input_ids))
 
 

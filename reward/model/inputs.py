@@ -145,6 +145,16 @@ def _clip(source: Image.Image, edited: Image.Image) -> list[Image.Image]:
     return [source, edited]
 
 
+def video_kwargs(video_processor: Any, size: dict[str, int]) -> dict[str, Any]:
+    """Video-processor arguments of a (source, edited) clip: both frames at ``size`` as given, no frame sampling.
+    Qwen3-VL's processor (``cap_pixels_per_frame``) is told not to cap a frame's pixels, which it warns about on
+    every call when left unset: a clip keeps the images' pixel area."""
+    kwargs: dict[str, Any] = {"size": size, "do_sample_frames": False}
+    if hasattr(video_processor, "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = False
+    return kwargs
+
+
 class RewardInputBuilder:
     """Builds processor batches (full sequences, or group prefixes and candidate suffixes) for the reward model."""
 
@@ -224,6 +234,6 @@ class RewardInputBuilder:
         kwargs: dict[str, Any] = {"images_kwargs": {"size": size}}
         if clips is not None:
             kwargs["videos"] = clips
-            kwargs["videos_kwargs"] = {"size": size, "do_sample_frames": False}
+            kwargs["videos_kwargs"] = video_kwargs(getattr(self.processor, "video_processor", None), size)
         return self.processor(text=texts, images=images, padding=True, padding_side="right", return_tensors="pt",
                               **kwargs)

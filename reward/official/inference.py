@@ -19,7 +19,6 @@ each pass adds only its rubric, cut after the reward token (causal attention: la
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -27,6 +26,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from reward.model.backbone import cache_kwargs
 from reward.model.config import RewardModelConfig
 from reward.model.inputs import IMAGE_PLACEHOLDER, ImageLike, InputError, check_instruction, load_rgb
 from reward.official.prompts import (OFFICIAL_RESIZE_FACTOR, OFFICIAL_REWARD_TOKEN, QWEN25_VL_CHAT_TEMPLATE,
@@ -238,17 +238,8 @@ def _positions(full_mask: torch.Tensor, new: int) -> torch.Tensor:
 def _language_model(model: Any, emb: torch.Tensor, full_mask: torch.Tensor, cache: Any = None) -> Any:
     """The text model over ``emb`` after ``cache`` (which it extends), with 1-D positions from ``full_mask``."""
     lm = model.core.language_model
-    kwargs = {} if cache is None else {_cache_arg(type(lm)): cache}
     return lm(inputs_embeds=emb, attention_mask=full_mask, position_ids=_positions(full_mask, emb.shape[1]),
-              use_cache=cache is not None, **kwargs)
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_arg(cls: type) -> str:
-    """The cache argument's name: ``cache`` in newer transformers, ``past_key_values`` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+              use_cache=cache is not None, **cache_kwargs(lm, cache))
 
 
 def _heads(model: Any, hidden: torch.Tensor, input_ids: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,13 +16,15 @@ Rows, all scoring the same N edits (N/16 sources, 16 candidate edits each):
 
 Rows 1-4 use editrl's native format, rows 5-7 the official one, on the same weights (rows 5-7 need one head per
 dimension; a checkpoint imported with ``editrl reward import-official`` runs all rows). Every row includes input
-processing (image resize, tokenisation), as a served request would. The result also reports how far each row's
+processing (image resize, tokenisation), as a served request would, and is timed ``repeats`` times after a
+warm-up call (edits/s at the median time; the fastest beside it; the Ray rows once). The result also reports how far each row's
 scores are from its mode's first row (they compute the same thing) and, with both modes, how far the native
 format's scores are from the official ones (``native_vs_official``).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -275,8 +277,10 @@ def rank_agreement(a: list[float], b: list[float], groups: list) -> dict[str, fl
 
 def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8, 16), label: str = "",
               device: str = "cpu", progress: bool = True,
-              on_row: Callable[[dict[str, Any]], None] | None = None, styles: Sequence[str] | None = None) -> BenchResult:
-    """Time every style (``bench_styles``; ``styles``: only those names) on the same edits; returns edits/s, the
+              on_row: Callable[[dict[str, Any]], None] | None = None, styles: Sequence[str] | None = None,
+              repeats: int = 3) -> BenchResult:
+    """Time every style (``bench_styles``; ``styles``: only those names) on the same edits, after a warm-up call,
+    ``repeats`` times; returns edits/s at the median time (and at the fastest: ``edits_per_s_best``), the
     ratio to the first row of its mode, and each row's max score difference to that row
     (``max_abs_diff_vs_official``: native rows against official-style, official-mode rows against the official
     per-edit row). With both modes, ``native_vs_official`` says how far editrl's native format is from the
@@ -292,11 +296,16 @@ def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8
                          tokens_per_edit=_tokens_per_edit(first_view, items[0]))
     warm_groups = [(groups[0][0], groups[0][1], groups[0][2][:2])]
     reference: dict[str, list[float]] = {}
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     for name, mode, fn in chosen:
         fn(_singles(warm_groups), warm_groups)  # warm-up: kernels, allocator, caches
-        scores, seconds = _timed(lambda: fn(items, groups), device)
+        timed = [_timed(lambda: fn(items, groups), device) for _ in range(repeats)]
+        scores, times = timed[0][0], sorted(t for _, t in timed)
+        seconds = float(statistics.median(times))
         rate = len(items) / seconds
-        row = {"style": name, "mode": mode, "seconds": round(seconds, 4), "edits_per_s": round(rate, 3)}
+        row = {"style": name, "mode": mode, "seconds": round(seconds, 4), "seconds_min": round(times[0], 4),
+               "repeats": repeats, "edits_per_s": round(rate, 3), "edits_per_s_best": round(len(items) / times[0], 3)}
         if mode not in reference:
             reference[mode] = scores
             row["_scores"] = scores  # kept for later rows (service); dropped from the output
@@ -304,7 +313,8 @@ def run_bench(scorer: Any, groups: list, *, group_sizes: tuple[int, ...] = (4, 8
         row["max_abs_diff_vs_official"] = max(abs(a - b) for a, b in zip(scores, reference[mode]))
         result.rows.append(row)
         if progress:
-            print(f"  {name}: {rate:.2f} edits/s", flush=True)
+            print(f"  {name}: {rate:.2f} edits/s (median of {repeats}; best {row['edits_per_s_best']:.2f})",
+                  flush=True)
         if on_row is not None:
             on_row(row)
     base: dict[str, float] = {}
@@ -370,20 +380,24 @@ def run_service_rows(result: BenchResult, groups: list, *, scorer_kwargs: dict[s
 
 def print_result(result: BenchResult) -> None:
     """A rich table of the benchmark rows."""
-    from rich.console import Console
     from rich.table import Table
 
+    from editrl.report import console
+
+    repeats = result.rows[0].get("repeats", 1) if result.rows else 1
     table = Table(title=f"reward inference: {result.model} on {result.device}, {result.items} edits, "
-                        f"{result.tokens_per_edit} tokens/edit")
-    for col in ("style", "edits/s", "x official", "max |score diff|"):
+                        f"{result.tokens_per_edit} tokens/edit, timed after a warm-up")
+    for col in ("style", f"edits/s (median of {repeats})", "edits/s (best)", "x official", "max |score diff|"):
         table.add_column(col, justify="left" if col == "style" else "right")
     for row in result.rows:
         diff = row.get("max_abs_diff_vs_official")
-        table.add_row(row["style"], f"{row['edits_per_s']:.2f}", f"{row['ratio_to_official']:.2f}",
-                      "-" if diff is None else f"{diff:.2e}")
-    Console().print(table)
+        best = row.get("edits_per_s_best")
+        table.add_row(row["style"], f"{row['edits_per_s']:.2f}", "-" if best is None else f"{best:.2f}",
+                      f"{row['ratio_to_official']:.2f}", "-" if diff is None else f"{diff:.2e}")
+    out = console()
+    out.print(table)
     agree = result.native_vs_official
     if agree is not None:
-        Console().print(f"native format vs official scores on these weights: max |diff| {agree['max_abs_diff']:.3g}, "
-                        f"Spearman {agree['spearman']:.3f}, same order in {agree['pair_order_agreement']:.1%} of "
-                        f"{agree['pairs']} within-group pairs")
+        out.print(f"native format vs official scores on these weights: max |diff| {agree['max_abs_diff']:.3g}, "
+                  f"Spearman {agree['spearman']:.3f}, same order in {agree['pair_order_agreement']:.1%} of "
+                  f"{agree['pairs']} within-group pairs")
