@@ -12,11 +12,17 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
+TORCH_FREE = ("editworld.",)  # command modules that run no torch: no thread default to set
+
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int | None]:
     module, func = target.split(":")
 
     def run(args: argparse.Namespace) -> int | None:
+        if not module.startswith(TORCH_FREE):
+            from editrl.threads import apply_default_threads
+
+            apply_default_threads()  # torch threads: the cores not busy now (editrl/threads.py)
         return getattr(importlib.import_module(module), func)(args)
 
     return run

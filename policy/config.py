@@ -154,7 +154,7 @@ class RLConfig:
     resume: bool = True
     checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2  # newest checkpoints kept
-    threads: int | None = None  # torch CPU threads (None: leave as is)
+    threads: int | None = None  # torch CPU threads (None: the CLI's default, the cores not busy at start: editrl/threads.py)
     accelerate: bool = True  # use an accelerate Accelerator (multi-process gradient all-reduce, device placement)
     wandb_project: str | None = None  # mirror metrics to wandb
     editor: EditorSection = field(default_factory=EditorSection)
