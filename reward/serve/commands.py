@@ -68,7 +68,7 @@ def score(args: argparse.Namespace) -> int:
             for name, row in zip(names, matrix):
                 ptable.add_row(name, *("-" if p is None else f"{p:.2f}" for p in row))
             console.print(ptable)
-        console.print(PROBABILITY_NOTE[formula])
+        console.print(PROBABILITY_NOTE[formula], markup=False)
     for path, res in zip(args.edited, results):
         if res.error is not None:
             console.print(f"[red]error[/red] {path}: {res.error}")

@@ -125,7 +125,8 @@ def test_cli_score_prints_a_table(tmp_path, scorer, capsys, monkeypatch):
     assert "a.png" in out and "b.png" in out and "visual_quality" in out and "score" in out
     expected = scorer.score_group(paths[0], "remove the red circle", paths[1:])
     assert f"{expected[0].score:.3f}" in out
-    assert "P(row better than column), score" in out and "sigmoid(mu_a - mu_b)" in out  # no extra.json: logistic
+    assert "P(row better than column), score" in out
+    assert "E[sigmoid(z)]" in out and "sigmoid(mu_a - mu_b)" in out  # no extra.json: the paper's likelihood
 
 
 def test_pairwise_probabilities_worked_by_hand():
