@@ -3,8 +3,9 @@
 Parts (``scripts/gpu_check.sh`` runs each in its own process under its own timeout; docs/performance/README.md):
   reward        Qwen2.5-VL-7B-shaped reward, 448x448, bf16: every row of ``reward.serve.throughput.run_bench`` at G=8
                 (official style, one pass, batched, shared prefix, and any row that function gains later); edits/s, peak memory
-  editor        FLUX.1-Kontext-shaped transformer (12B; Qwen-Image-Edit's 20B after it when time is left): image-steps/s at
-                512 and 1024; the SDE step with log-prob and the rollout loop against a bare forward; LoRA training steps
+  editor        FLUX.1-Kontext-shaped transformer (12B; Step1X-Edit's 12B DiT + connector, Qwen-Image-Edit's 20B after
+                it when time is left): image-steps/s at 512 and 1024; the SDE step with log-prob and the rollout loop
+                against a bare forward; LoRA training steps
   grpo          one DGPO iteration of ``policy.loop.train`` at 512x512: Kontext-shaped LoRA policy, 7B-shaped reward served by
                 a Ray actor on the same GPU; seconds in sample / score / update, the reward's share, memory
   reward-train  reward training steps of the 7B-shaped model through accelerate + DeepSpeed ZeRO-2: tokens/s, memory

@@ -43,8 +43,11 @@ class Sizes:
     flux: dict[str, Any]  # FluxTransformer2DModel config
     vae: dict[str, Any]  # AutoencoderKL config
     qwen_image: dict[str, Any]  # QwenImageTransformer2DModel config
+    step1x: dict[str, Any]  # Step1X-Edit's DiT: FluxTransformer2DModel config (rollout.step1x.convert.dit_config keys)
+    step1x_connector: dict[str, Any]  # rollout.step1x.connector.Step1XConnector arguments
     text_tokens: int  # T5 tokens of an instruction (Kontext's max_sequence_length)
     qwen_text_tokens: int
+    step1x_text_tokens: int  # Qwen2.5-VL rows of a Step1X-Edit prompt (the release pads or cuts to 640)
     forward_sizes: tuple[tuple[int, int], ...]  # (output side in pixels, batch) of the step-rate rows
     repeats: int  # timed forwards per step-rate row
     loop_steps: int  # denoising steps of the rollout-loop row
@@ -64,11 +67,16 @@ FLUX_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlo
                 up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
                 latent_channels=16, norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
                 scaling_factor=0.3611, shift_factor=0.1159)
+# Step1X-Edit v1.1 (tests/editrl/test_gpu_check.py checks both against the release's tensor shapes)
+STEP1X_DIT = dict(FLUX_KONTEXT_12B, out_channels=64, guidance_embeds=False)
+STEP1X_CONNECTOR = dict(dim_in=3584, dim=4096, heads=32, depth=2, mlp_hidden=16384, pooled_dim=768, scale_factor=False)
 FULL = Sizes(full=True, dtype="bfloat16", reward_items=32, reward_image=448, reward_batch=32, group_size=8,
              flux=FLUX_KONTEXT_12B, vae=FLUX_VAE, qwen_image={},  # {}: the class defaults are Qwen-Image's 20B
-             text_tokens=512, qwen_text_tokens=300, forward_sizes=((512, 4), (1024, 1)), repeats=4, loop_steps=10,
+             step1x=STEP1X_DIT, step1x_connector=STEP1X_CONNECTOR,
+             text_tokens=512, qwen_text_tokens=300, step1x_text_tokens=640,
+             forward_sizes=((512, 4), (1024, 1)), repeats=4, loop_steps=10,
              lora_batches=(1, 4, 8), lora_repeats=2, grpo_prompts=2, grpo_steps=10, train_pairs=2, train_steps=3,
-             headroom={"qwen-image": 45.0, "lora": 25.0, "forward 1024": 10.0})
+             headroom={"step1x": 30.0, "qwen-image": 45.0, "lora": 25.0, "forward 1024": 10.0})
 DRY = Sizes(full=False, dtype="bfloat16", reward_items=4, reward_image=64, reward_batch=8, group_size=8,
             flux=dict(FLUX_KONTEXT_12B, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
                       joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6)),
@@ -76,7 +84,11 @@ DRY = Sizes(full=False, dtype="bfloat16", reward_items=4, reward_image=64, rewar
                      block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4),
             qwen_image=dict(num_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                             axes_dims_rope=(4, 6, 6)),
-            text_tokens=16, qwen_text_tokens=16, forward_sizes=((32, 2), (64, 1)), repeats=2, loop_steps=3,
+            step1x=dict(STEP1X_DIT, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                        joint_attention_dim=32, pooled_projection_dim=24, axes_dims_rope=(4, 6, 6)),
+            step1x_connector=dict(STEP1X_CONNECTOR, dim_in=24, dim=32, heads=2, mlp_hidden=64, pooled_dim=24),
+            text_tokens=16, qwen_text_tokens=16, step1x_text_tokens=16,
+            forward_sizes=((32, 2), (64, 1)), repeats=2, loop_steps=3,
             lora_batches=(1, 2), lora_repeats=1, grpo_prompts=2, grpo_steps=2, train_pairs=1, train_steps=1)
 
 

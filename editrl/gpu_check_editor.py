@@ -1,5 +1,5 @@
-"""The editor and RL parts of ``editrl gpu-check`` (``editrl.gpu_check``): FLUX.1-Kontext- and Qwen-Image-shaped
-transformers with random weights, built on the meta device and materialised on the GPU in bf16.
+"""The editor and RL parts of ``editrl gpu-check`` (``editrl.gpu_check``): FLUX.1-Kontext-, Step1X-Edit- and
+Qwen-Image-shaped transformers with random weights, built on the meta device and materialised on the GPU in bf16.
 
 The Kontext editor is the real ``rollout.flux_kontext.FluxKontextEditor`` over a real ``FluxKontextPipeline``
 (transformer, VAE and scheduler at the 12B model's shapes); only the text encoders are left out: its
@@ -101,7 +101,8 @@ def _peak_share(rate: float, flops: float) -> float | None:
 
 # ====================================================================================== 2. editor
 def part_editor(rec: Recorder, sz: Sizes, device: str) -> None:
-    """Kontext-shaped step rates, SDE/loop overhead against a bare forward, LoRA steps; then Qwen-Image-shaped rates.
+    """Kontext-shaped step rates, SDE/loop overhead against a bare forward, LoRA steps; then Step1X-Edit- and
+    Qwen-Image-shaped rates, each only when its headroom of the part's budget is left.
 
     The bare forward is ``editor.velocity``: one transformer call on the noisy and source latents, what the rollout
     loop calls once per step."""
@@ -188,10 +189,13 @@ def part_editor(rec: Recorder, sz: Sizes, device: str) -> None:
                 _free(device)
     del editor, tf, named, optimizer, conds, cond
     _free(device)
-    if rec.left() < sz.headroom.get("qwen-image", 0):
-        rec.figure("qwen-image forward", None, "", note="skipped: part budget")
-        return
-    _qwen_image_rates(rec, sz, device)
+    # the smaller model first: a part cut off late loses the Qwen-Image rows, not both
+    for name, rates in (("step1x", _step1x_rates), ("qwen-image", _qwen_image_rates)):
+        if rec.left() < sz.headroom.get(name, 0):
+            rec.figure(f"{name} forward", None, "", note="skipped: part budget")
+            continue
+        rates(rec, sz, device)
+        _free(device)
 
 
 def _free(device: str) -> None:
@@ -203,6 +207,80 @@ def _free(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+
+
+def step1x_editor(sz: Sizes, device: str) -> Any:
+    """A ``Step1XEditEditor`` (v1.1) over a 12B-shaped DiT and the release-shaped connector, random weights; no VAE
+    and no Qwen2.5-VL encoder (``step1x_conditioning`` stands in for ``prepare``)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from rollout.step1x.connector import Step1XConnector
+    from rollout.step1x_edit import Step1XEditEditor, Step1XTransformer
+
+    dtype = getattr(torch, sz.dtype)
+    tf = materialise(lambda: Step1XTransformer(FluxTransformer2DModel(**sz.step1x),
+                                               Step1XConnector(**sz.step1x_connector)), device, dtype, seed=2)
+    return Step1XEditEditor(tf.requires_grad_(False), vae=None, encoder=None, version="v1.1", negative_prompt=None)
+
+
+def step1x_conditioning(editor: Any, sz: Sizes, side: int, batch: int) -> Any:
+    """What ``Step1XEditEditor.prepare`` returns for ``batch`` square ``side`` sources, with seeded random Qwen rows
+    (``sz.step1x_text_tokens`` of them, all kept) and source latents of the real shapes."""
+    import torch
+
+    from rollout.step1x import sampler
+    from rollout.step1x_edit import Step1XConditioning
+
+    gen = torch.Generator(device=editor.device).manual_seed(side)
+    grid = side // 16
+    dim = editor.transformer.connector.S.input_embedder.in_features
+    embeds = torch.randn((batch, sz.step1x_text_tokens, dim), generator=gen, device=editor.device)
+    latents = torch.randn((batch, grid * grid, editor.transformer.dit.config.in_channels), generator=gen,
+                          device=editor.device)
+    return Step1XConditioning(embeds=embeds.to(editor.dtype), mask=torch.ones(embeds.shape[:2], device=editor.device,
+                                                                                dtype=torch.long),
+                              image_latents=latents, latent_ids=sampler.image_ids(grid, grid, "v1.1").to(editor.device),
+                              height=side, width=side, source_sizes=[(side, side)] * batch)
+
+
+def _step1x_rates(rec: Recorder, sz: Sizes, device: str) -> None:
+    """Image-steps/s of a Step1X-Edit-shaped DiT (12B, FLUX without guidance embedding) through the adapter's
+    ``velocity`` (connector + one DiT call on the target and source tokens, 640 Qwen rows), and the connector alone."""
+    import torch
+
+    editor, built = timed(lambda: step1x_editor(sz, device), device)
+    tf = editor.transformer
+    n_dit = sum(p.numel() for p in tf.dit.parameters())
+    n_conn = sum(p.numel() for p in tf.connector.parameters())
+    rec.figure("step1x build (meta -> device, random init)", built, "s", memory_gib=peak_gib(device),
+               parameters=n_dit + n_conn, connector_parameters=n_conn)
+    cfg = tf.dit.config
+    layers, hidden = cfg.num_layers + cfg.num_single_layers, cfg.num_attention_heads * cfg.attention_head_dim
+    gen = torch.Generator(device=device).manual_seed(0)
+    forward_s: dict[int, float] = {}
+    for s, b in sz.forward_sizes:
+        cond = step1x_conditioning(editor, sz, s, b)
+        x = editor.initial_latents(cond, gen)
+        with torch.inference_mode():
+            editor.velocity(x, 0.5, cond, guidance=1.0)  # warm-up
+            _, sec = timed(lambda: editor.velocity(x, 0.5, cond, guidance=1.0), device, sz.repeats)
+        forward_s[s] = sec
+        seq = x.shape[1] + cond.image_latents.shape[1] + sz.step1x_text_tokens
+        flops = _flops_per_image_step(n_dit, layers, hidden, seq) + 2.0 * n_conn * sz.step1x_text_tokens
+        rec.figure(f"step1x forward {s}", b / sec, "image-steps/s", memory_gib=peak_gib(device), batch=b, tokens=seq,
+                   bf16_peak_share=_peak_share(b / sec, flops),
+                   note="connector + one DiT forward (editor.velocity, guidance 1); CFG (default 6) runs two per step")
+        if rec.left() < sz.headroom.get("forward 1024", 0):
+            break
+    side, b = sz.forward_sizes[0]
+    cond = step1x_conditioning(editor, sz, side, b)
+    t = torch.full((b,), 0.5, device=device, dtype=editor.dtype)
+    with torch.inference_mode():
+        tf.connector(cond.embeds, t, cond.mask)  # warm-up
+        _, sec = timed(lambda: tf.connector(cond.embeds, t, cond.mask), device, sz.repeats)
+    rec.figure("step1x connector forward", 1000 * sec, "ms", memory_gib=peak_gib(device), batch=b,
+               text_tokens=sz.step1x_text_tokens, share_of_forward=round(sec / forward_s[side], 4))
 
 
 def _qwen_image_rates(rec: Recorder, sz: Sizes, device: str) -> None:

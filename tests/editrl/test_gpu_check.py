@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -62,6 +64,12 @@ def test_dry_run_of_the_reward_editor_and_grpo_parts(tmp_path):
     loop = editor["rollout loop / bare forward (VAE decode excluded)"]
     assert _positive(loop) and loop["goal"] == ">= 0.95" and loop["met"] in (True, False)
     assert editor["kontext build (meta -> device, random init)"]["parameters"] > 0
+    for name in ("step1x forward 32", "step1x forward 64", "step1x connector forward"):
+        assert math.isfinite(_positive(editor[name])), editor[name]
+    assert editor["step1x forward 64"]["tokens"] == 2 * (64 // 16) ** 2 + 16  # target + source tokens, text rows
+    assert 0 < editor["step1x connector forward"]["share_of_forward"] < math.inf
+    build = editor["step1x build (meta -> device, random init)"]
+    assert build["parameters"] > build["connector_parameters"] > 0
 
     grpo = _figures(data, "grpo")
     for name in ("grpo sample", "grpo score", "grpo update", "grpo step"):
@@ -74,6 +82,38 @@ def test_dry_run_of_the_reward_editor_and_grpo_parts(tmp_path):
     assert "(dry run: CPU, tiny shapes" in table and "| editor | kontext forward 64 |" in table
     assert "No run yet" not in table
     assert table.startswith(README.read_text().split("## Results")[0])  # only the results section changed
+
+
+def test_step1x_full_sizes_are_the_release_shapes():
+    """The full-size Step1X-Edit DiT and connector of the editor part have exactly the v1.1 release's tensors
+    (tests/data/step1x/full_size_keys.json.gz), and the adapter's velocity runs on them at 1024 (meta device)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from editrl.gpu_check_common import FULL
+    from rollout.step1x import convert, sampler
+    from rollout.step1x.connector import Step1XConnector
+    from rollout.step1x_edit import Step1XConditioning, Step1XEditEditor, Step1XTransformer
+
+    doc = json.loads(gzip.open(ROOT / "tests" / "data" / "step1x" / "full_size_keys.json.gz").read())
+    with torch.device("meta"):
+        state = {k: torch.empty(v["shape"]) for k, v in doc["v1.1"]["keys"].items()}
+        dit, conn = convert.split_connector(state)
+        flux = {k: tuple(v.shape) for k, v in convert.official_to_flux(dit).items()}
+        release = Step1XConnector.from_shapes({convert.CONNECTOR_PREFIX + k: tuple(v.shape) for k, v in conn.items()})
+        tf = Step1XTransformer(FluxTransformer2DModel(**FULL.step1x), Step1XConnector(**FULL.step1x_connector))
+    assert convert.dit_config(flux) == dict(FULL.step1x, axes_dims_rope=tuple(FULL.step1x["axes_dims_rope"]))
+    assert {k: v.shape for k, v in tf.dit.state_dict().items()} == flux
+    shapes = {k: v.shape for k, v in release.state_dict().items()}
+    assert {k: v.shape for k, v in tf.connector.state_dict().items()} == shapes
+    editor = Step1XEditEditor(tf.to(torch.bfloat16), vae=None, encoder=None, version="v1.1", negative_prompt=None)
+    meta = dict(device="meta")
+    cond = Step1XConditioning(embeds=torch.empty((1, FULL.step1x_text_tokens, 3584), dtype=torch.bfloat16, **meta),
+                              mask=torch.ones((1, FULL.step1x_text_tokens), dtype=torch.long, **meta),
+                              image_latents=torch.empty((1, 64 * 64, 64), **meta),
+                              latent_ids=sampler.image_ids(64, 64, "v1.1").to("meta"), height=1024, width=1024,
+                              source_sizes=[(1024, 1024)])
+    assert editor.velocity(torch.empty((1, 64 * 64, 64), **meta), 0.5, cond, guidance=1.0).shape == (1, 4096, 64)
 
 
 def test_table_marks_cut_off_parts_and_judges_goals(tmp_path):
