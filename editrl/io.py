@@ -174,6 +174,20 @@ def iter_jsonl(path: str | Path, required: tuple[str, ...] = (),
         yield lineno, row
 
 
+def warn_rejects(path: str | Path, rejects: list[DataError], kept: int, what: str = "rows", shown: int = 10) -> None:
+    """Tell the user on stderr which rows of ``path`` a loader skipped (file:line, field, reason; the first
+    ``shown`` of them) and how many it kept; nothing when there are none."""
+    import sys
+
+    if not rejects:
+        return
+    print(f"{path}: {len(rejects)} {what} rejected, {kept} kept:", file=sys.stderr)
+    for err in rejects[:shown]:
+        print(f"  reject {err}", file=sys.stderr)
+    if len(rejects) > shown:
+        print(f"  ... and {len(rejects) - shown} more", file=sys.stderr)
+
+
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """All rows of a JSONL file (see ``iter_jsonl``)."""
     return [row for _, row in iter_jsonl(path, required)]

@@ -58,17 +58,29 @@ def load_prompts(data: DataSection) -> list[Prompt]:
         tasks = sample_tasks(data.num_tasks, data.seed, size=data.image_size)
         return [Prompt(t.source_image(data.image_size), t.instruction, f"train{data.seed}:{i}", t)
                 for i, t in enumerate(tasks)]
-    from editrl.io import DataError, iter_jsonl, load_image, resolve_path
+    from editrl.io import DataError, iter_jsonl, load_image, resolve_path, text_problem, warn_rejects
 
     if data.manifest is None:
         raise DataError("<config>", "data.kind is 'manifest' but data.manifest is not set", field="data.manifest")
     root = Path(data.manifest).parent
-    prompts = []
-    for line, row in iter_jsonl(data.manifest, required=("source", "instruction")):
-        image = load_image(resolve_path(root, row["source"]), manifest=data.manifest, line=line)
-        prompts.append(Prompt(image, str(row["instruction"]), f"{row['source']}|{row['instruction']}"))
+    prompts, rejects = [], []
+    for line, row in iter_jsonl(data.manifest, required=("source", "instruction"), rejects=rejects):
+        try:
+            problem = text_problem(row["instruction"])
+            if problem is not None:
+                raise DataError(data.manifest, problem, line=line, field="instruction")
+            if not isinstance(row["source"], str):
+                raise DataError(data.manifest, f"expected an image path, got {type(row['source']).__name__}",
+                                line=line, field="source")
+            image = load_image(resolve_path(root, row["source"]), manifest=data.manifest, line=line)
+        except DataError as err:
+            rejects.append(err)
+            continue
+        prompts.append(Prompt(image, row["instruction"], f"{row['source']}|{row['instruction']}"))
     if not prompts:
-        raise DataError(data.manifest, "manifest holds no prompts")
+        raise DataError(data.manifest, "manifest holds no usable prompts"
+                        + (f" (first reject: {rejects[0]})" if rejects else ""))
+    warn_rejects(data.manifest, rejects, len(prompts), "prompt rows")
     return prompts
 
 

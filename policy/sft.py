@@ -50,19 +50,31 @@ class ManifestBatches:
     loaded once; step k takes consecutive slices of a per-epoch permutation seeded by (seed, epoch)."""
 
     def __init__(self, manifest: str | Path, seed: int, batch_size: int) -> None:
-        from editrl.io import DataError, iter_jsonl, load_image, resolve_path
+        from editrl.io import DataError, iter_jsonl, load_image, resolve_path, text_problem, warn_rejects
 
         manifest = Path(manifest)
         root = manifest.parent
         self.rows: list[tuple[Any, str, Any]] = []
-        for line, row in iter_jsonl(manifest, required=("source", "instruction", "target")):
-            if not isinstance(row["instruction"], str) or not row["instruction"].strip():
-                raise DataError(manifest, "instruction must be a non-empty string", line=line, field="instruction")
-            images = [load_image(resolve_path(root, str(row[f])), manifest=manifest, line=line, field=f)
-                      for f in ("source", "target")]
+        rejects: list[DataError] = []
+        for line, row in iter_jsonl(manifest, required=("source", "instruction", "target"), rejects=rejects):
+            try:
+                problem = text_problem(row["instruction"])
+                if problem is not None:
+                    raise DataError(manifest, problem, line=line, field="instruction")
+                for f in ("source", "target"):
+                    if not isinstance(row[f], str):
+                        raise DataError(manifest, f"expected an image path, got {type(row[f]).__name__}",
+                                        line=line, field=f)
+                images = [load_image(resolve_path(root, row[f]), manifest=manifest, line=line, field=f)
+                          for f in ("source", "target")]
+            except DataError as err:
+                rejects.append(err)
+                continue
             self.rows.append((images[0], row["instruction"], images[1]))
         if not self.rows:
-            raise DataError(manifest, "manifest holds no rows")
+            raise DataError(manifest, "manifest holds no usable rows"
+                            + (f" (first reject: {rejects[0]})" if rejects else ""))
+        warn_rejects(manifest, rejects, len(self.rows), "training rows")
         self.seed, self.batch_size = seed, batch_size
 
     def batch(self, step: int) -> tuple[list, list[str], list]:

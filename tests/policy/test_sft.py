@@ -72,12 +72,13 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_bad_manifest_row_is_named(tmp_path, capsys):
+    """A bad row is a reject (named on stderr: file:line, field) and the run trains on the rest."""
     manifest = _manifest(tmp_path)
     with manifest.open("a") as f:
         f.write(json.dumps({"source": "s0.png", "instruction": "x"}) + "\n")
-    assert _run(tmp_path / "bad", manifest, "train.max_steps=1") == 2
+    assert _run(tmp_path / "bad", manifest, "train.max_steps=1") == 0
     err = capsys.readouterr().err
-    assert "manifest.jsonl:5" in err and "'target'" in err
+    assert "1 training rows rejected, 4 kept" in err and "manifest.jsonl:5: field 'target'" in err
 
 
 def test_lr_schedule_by_hand():
