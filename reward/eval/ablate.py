@@ -295,12 +295,13 @@ def ablation_table(rows: list[dict[str, Any]], data: str):
 
 
 METRICS = (("pairwise_accuracy", "bench acc"), ("within_task_accuracy", "within-task acc"),
-           ("ece_bench", "bench ECE (thurstone)"))
+           ("ece_bench", "bench ECE (thurstone)"), ("ece_bench_logistic", "bench ECE (logistic)"))
 
 
 def _metric(row: dict[str, Any], key: str) -> float | None:
-    if key == "ece_bench":
-        return (row.get("eval") or {}).get("bench", {}).get("ece_thurstone")
+    if key in ("ece_bench", "ece_bench_logistic"):
+        field = "ece_logistic" if key.endswith("logistic") else "ece_thurstone"
+        return (row.get("eval") or {}).get("bench", {}).get(field)
     return row.get(key)
 
 
@@ -352,7 +353,7 @@ def summary_table(summary: list[dict[str, Any]]):
         cells = []
         for key, _ in METRICS:
             m = e.get(key)
-            scale, digits = (1.0, 3) if key == "ece_bench" else (100.0, 2)
+            scale, digits = (1.0, 3) if key.startswith("ece_bench") else (100.0, 2)
             vs = (m or {}).get("vs_reference")
             cells.append(_pm(m, scale, digits) + (f"\n({'+' if vs['mean'] >= 0 else ''}{_pm(vs, scale, digits)}: "
                                                    f"{vs['verdict']})" if vs else ""))
