@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -264,8 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.func(args)
     except (ConfigError, DataError, ConnectionError) as err:  # bad flags, bad input, no reward service there
         print(f"editrl: error: {err}", file=sys.stderr)
-        return 2
-    return int(code or 0)
+        code = 2
+    code = int(code or 0)
+    client = sys.modules.get("reward.serve.client")
+    if argv is None and client is not None and client.abandoned_ray_init():
+        # a command-line run (not a caller passing argv) whose ray.init never returned: end without the interpreter
+        # shutdown that Ray's blocked core thread turns into an abort, keeping the exit code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

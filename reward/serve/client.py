@@ -269,6 +269,15 @@ def _probe(address: str, name: str, timeout_s: float) -> None:
         raise RewardServiceError(f"no Ray cluster at {address} ({err.strerror or err}); " + _start_hint(name)) from None
 
 
+_ABANDONED_INITS: list = []  # ray.init threads given up on, still blocked inside Ray's core
+
+
+def abandoned_ray_init() -> bool:
+    """Whether a ``ray.init`` was given up on and still runs: the process must then end with ``os._exit``, as Ray's
+    core aborts (std::bad_alloc) when the interpreter shuts down around the blocked thread."""
+    return any(t.is_alive() for t in _ABANDONED_INITS)
+
+
 def _init_within(address: str, namespace: str, name: str, timeout_s: float) -> None:
     """``ray.init`` that gives up after ``timeout_s`` (it blocks for minutes on an address that does not answer)."""
     import threading
@@ -288,6 +297,7 @@ def _init_within(address: str, namespace: str, name: str, timeout_s: float) -> N
     worker.join(timeout_s)
     where = "on this machine (address auto)" if address == "auto" else f"at {address}"
     if worker.is_alive():
+        _ABANDONED_INITS.append(worker)
         raise RewardServiceError(f"no answer from a Ray cluster {where} within {timeout_s:g} s (set "
                                  f"{CONNECT_TIMEOUT_ENV} to wait longer); " + _start_hint(name))
     if "error" in box:
