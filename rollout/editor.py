@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterator, Protocol, Sequence
 
 import torch
@@ -29,6 +29,16 @@ from rollout.sampling import Trajectory, run_sampler
 
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
+
+
+def index_rows(cond: Any, rows: torch.Tensor | Sequence[int], batched: set[str], **extra: Any) -> Any:
+    """A copy of the dataclass ``cond`` holding only ``rows`` (repeats allowed) of its ``batched`` tensor fields
+    (each indexed on its own device; None stays None), the other fields kept, ``extra`` replacing fields: what
+    every editor's conditioning ``index`` does."""
+    rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+    picked = {f.name: getattr(cond, f.name)[rows.to(getattr(cond, f.name).device)] for f in fields(cond)
+              if f.name in batched and getattr(cond, f.name) is not None}
+    return replace(cond, **picked, **extra)
 
 class Conditioning(Protocol):
     """What ``Editor.prepare`` returns: per-row tensors (batch first) that can be re-indexed for groups."""

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
 from PIL import Image
+
+from rollout.editor import index_rows
 
 KONTEXT_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer", "vae")
 
@@ -58,11 +60,8 @@ class KontextConditioning:
 
     def index(self, rows: torch.Tensor | Sequence[int]) -> "KontextConditioning":
         """The conditioning of the given rows (repeat a row to sample a group from one source)."""
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.prompt_embeds.device)
-        batched = {"prompt_embeds", "pooled_prompt_embeds", "image_latents", "negative_prompt_embeds",
-                   "negative_pooled_prompt_embeds"}
-        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
-                                if f.name in batched and getattr(self, f.name) is not None})
+        return index_rows(self, rows, {"prompt_embeds", "pooled_prompt_embeds", "image_latents",
+                                       "negative_prompt_embeds", "negative_pooled_prompt_embeds"})
 
     def repeat_interleave(self, n: int) -> "KontextConditioning":
         """Each row repeated ``n`` times in place (row order r0, r0, ..., r1, r1, ...)."""

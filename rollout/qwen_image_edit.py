@@ -32,12 +32,13 @@ Checkpoint layout expected by ``QwenImageEditEditor.from_pretrained(local_dir)``
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
+from rollout.editor import index_rows
 from rollout.flux_kontext import DiffusersEditorBase
 
 QWEN_EDIT_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "processor", "transformer", "vae")
@@ -63,11 +64,8 @@ class QwenEditConditioning:
 
     def index(self, rows: torch.Tensor | Sequence[int]) -> "QwenEditConditioning":
         """The conditioning of the given rows (repeat a row to sample a group from one source)."""
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.prompt_embeds.device)
-        batched = {"prompt_embeds", "prompt_embeds_mask", "image_latents", "negative_prompt_embeds",
-                   "negative_prompt_embeds_mask"}
-        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
-                                if f.name in batched and getattr(self, f.name) is not None})
+        return index_rows(self, rows, {"prompt_embeds", "prompt_embeds_mask", "image_latents",
+                                       "negative_prompt_embeds", "negative_prompt_embeds_mask"})
 
     def repeat_interleave(self, n: int) -> "QwenEditConditioning":
         """Each row repeated ``n`` times in place (row order r0, r0, ..., r1, r1, ...)."""

@@ -31,13 +31,13 @@ torchvision image processor). LoRA attaches to the DiT by default; connector mod
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
 from PIL import Image
 
-from rollout.editor import DEFAULT_LORA_TARGETS, Editor
+from rollout.editor import DEFAULT_LORA_TARGETS, Editor, index_rows
 from rollout.step1x import sampler
 
 ENCODER_VARIANTS = {"4.51": dict(vision_id=False, fast_image_processor=False),
@@ -65,10 +65,8 @@ class Step1XConditioning:
     def index(self, rows: torch.Tensor | Sequence[int]) -> "Step1XConditioning":
         """The conditioning of the given rows (repeat a row to sample a group from one source)."""
         rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
-        batched = {"embeds", "mask", "image_latents", "negative_embeds", "negative_mask"}
-        out = {f.name: getattr(self, f.name)[rows.to(getattr(self, f.name).device)] for f in fields(self)
-               if f.name in batched and getattr(self, f.name) is not None}
-        return replace(self, source_sizes=[self.source_sizes[i] for i in rows.tolist()], **out)
+        return index_rows(self, rows, {"embeds", "mask", "image_latents", "negative_embeds", "negative_mask"},
+                          source_sizes=[self.source_sizes[i] for i in rows.tolist()])
 
     def repeat_interleave(self, n: int) -> "Step1XConditioning":
         """Each row repeated ``n`` times in place (row order r0, r0, ..., r1, r1, ...)."""
