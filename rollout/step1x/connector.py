@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.embeddings import PixArtAlphaTextProjection
 from torch import nn
 
 from editrl.io import DataError
@@ -43,18 +44,6 @@ class RefinerMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.silu(self.fc1(x)))
-
-
-class TextProjection(nn.Module):
-    """Linear -> SiLU -> Linear (keys ``linear_1``, ``linear_2``)."""
-
-    def __init__(self, dim_in: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(dim_in, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.silu(self.linear_1(x)))
 
 
 class RefinerBlock(nn.Module):
@@ -109,7 +98,7 @@ class TokenRefiner(nn.Module):
         self.input_embedder = nn.Linear(dim_in, dim)
         self.t_embedder = nn.Module()
         self.t_embedder.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.c_embedder = TextProjection(dim_in, dim)
+        self.c_embedder = PixArtAlphaTextProjection(dim_in, dim, act_fn="silu")  # keys linear_1, linear_2
         self.individual_token_refiner = RefinerStack(dim, heads, mlp_hidden, depth)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None, mean: torch.Tensor) -> torch.Tensor:
