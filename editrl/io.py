@@ -252,3 +252,12 @@ def load_image(path: str | Path, *, manifest: str | Path | None = None, line: in
     except Exception as err:  # a corrupt file can make a PIL plugin raise anything (SyntaxError, struct.error, ...)
         raise DataError(where, f"cannot decode image {path}: {type(err).__name__}: {err}", line=line,
                         field=field) from err
+
+
+def load_row_image(manifest: str | Path, line: int, row: dict[str, Any], field: str) -> Image.Image:
+    """The image a manifest row names in ``field`` (a path relative to the manifest's folder), or a DataError naming
+    manifest:line and the field (not a path, unreadable, over the limits)."""
+    value = row[field]
+    if not isinstance(value, str):
+        raise DataError(manifest, f"expected an image path, got {type(value).__name__}", line=line, field=field)
+    return load_image(resolve_path(Path(manifest).parent, value), manifest=manifest, line=line, field=field)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
@@ -58,21 +57,17 @@ def load_prompts(data: DataSection) -> list[Prompt]:
         tasks = sample_tasks(data.num_tasks, data.seed, size=data.image_size)
         return [Prompt(t.source_image(data.image_size), t.instruction, f"train{data.seed}:{i}", t)
                 for i, t in enumerate(tasks)]
-    from editrl.io import DataError, iter_jsonl, load_image, resolve_path, text_problem, warn_rejects
+    from editrl.io import DataError, iter_jsonl, load_row_image, text_problem, warn_rejects
 
     if data.manifest is None:
         raise DataError("<config>", "data.kind is 'manifest' but data.manifest is not set", field="data.manifest")
-    root = Path(data.manifest).parent
     prompts, rejects = [], []
     for line, row in iter_jsonl(data.manifest, required=("source", "instruction"), rejects=rejects):
         try:
             problem = text_problem(row["instruction"])
             if problem is not None:
                 raise DataError(data.manifest, problem, line=line, field="instruction")
-            if not isinstance(row["source"], str):
-                raise DataError(data.manifest, f"expected an image path, got {type(row['source']).__name__}",
-                                line=line, field="source")
-            image = load_image(resolve_path(root, row["source"]), manifest=data.manifest, line=line)
+            image = load_row_image(data.manifest, line, row, "source")
         except DataError as err:
             rejects.append(err)
             continue

@@ -50,10 +50,9 @@ class ManifestBatches:
     loaded once; step k takes consecutive slices of a per-epoch permutation seeded by (seed, epoch)."""
 
     def __init__(self, manifest: str | Path, seed: int, batch_size: int) -> None:
-        from editrl.io import DataError, iter_jsonl, load_image, resolve_path, text_problem, warn_rejects
+        from editrl.io import DataError, iter_jsonl, load_row_image, text_problem, warn_rejects
 
         manifest = Path(manifest)
-        root = manifest.parent
         self.rows: list[tuple[Any, str, Any]] = []
         rejects: list[DataError] = []
         for line, row in iter_jsonl(manifest, required=("source", "instruction", "target"), rejects=rejects):
@@ -61,12 +60,7 @@ class ManifestBatches:
                 problem = text_problem(row["instruction"])
                 if problem is not None:
                     raise DataError(manifest, problem, line=line, field="instruction")
-                for f in ("source", "target"):
-                    if not isinstance(row[f], str):
-                        raise DataError(manifest, f"expected an image path, got {type(row[f]).__name__}",
-                                        line=line, field=f)
-                images = [load_image(resolve_path(root, row[f]), manifest=manifest, line=line, field=f)
-                          for f in ("source", "target")]
+                images = [load_row_image(manifest, line, row, f) for f in ("source", "target")]
             except DataError as err:
                 rejects.append(err)
                 continue
