@@ -3,7 +3,7 @@
 Both extend ``RLConfig`` (editor, reward, data, sampling, evaluation, checkpoints, logging) and differ only in
 their ``train`` section, which extends ``TrainSection`` (optimiser, micro-batching, clipping). GRPO's update is
 chosen by ``train.policy_loss`` (default ``group_dpo``, DGPO, what the shipped presets run); each loss keeps its
-own settings in its own sub-section (``train.group_dpo``, ``train.clipped``), and setting the sub-section of a
+own settings in its own sub-section (``train.group_dpo``, ``train.nft``, ``train.clipped``), and setting the sub-section of a
 loss that is not selected is an error (``validate_rl_config``). Defaults are sized for FLUX-class editors on GPUs
 (group 16, 10 SDE steps, LoRA r 32); ``configs/policy/editworld-*.yaml`` shrink them for the tiny editor.
 """
@@ -103,12 +103,27 @@ class GroupDPOLossSection:
 
 
 @dataclass
+class NFTLossSection:
+    """``policy_loss=nft``: DiffusionNFT — the step's final edits, noised afresh, train an implicit positive and
+    negative policy mixed from the trained and the sampling policy's velocities (``policy.losses.nft_loss``); no
+    log-probabilities, so the edits may come from the ODE sampler (``sampling.noise_level=0``)."""
+
+    beta: float = 1.0  # mixing strength of the implicit policies (1: v+ is the trained policy itself)
+    adv_clip: float = 5.0  # advantages clipped to +-adv_clip, then mapped to an optimality r in [0, 1]
+    timesteps_per_sample: int = 4  # noise levels t per edit and epoch, stratified over [t_min, t_max]
+    t_min: float = 0.0  # lowest trained noise level
+    t_max: float = 1.0  # highest trained noise level
+    kl_beta: float = 0.0  # weight of mean (v - v_ref)^2 to the adapter-disabled reference (0 skips the reference)
+
+
+@dataclass
 class GRPOTrainSection(TrainSection):
     """The GRPO update: rewards become group-relative advantages, which train the policy through ``policy_loss``."""
 
-    # A name in policy.updates.UPDATES: "group_dpo" (DGPO, trains on the forward process like DPO; the shipped
-    # presets) or "clipped" (Flow-GRPO's clipped surrogate through the SDE steps' log-probabilities).
-    policy_loss: Literal["group_dpo", "clipped"] = "group_dpo"
+    # A name in policy.updates.UPDATES: "group_dpo" (DGPO, trains on the forward process like DPO), "nft"
+    # (DiffusionNFT, forward process, no log-probabilities) or "clipped" (Flow-GRPO's clipped surrogate through the
+    # SDE steps' log-probabilities).
+    policy_loss: Literal["group_dpo", "nft", "clipped"] = "group_dpo"
     # A name in policy.advantages.ADVANTAGES: "group" (z-score within each group), "global_std" (group mean,
     # batch std), "per_prompt" (against each prompt's reward history across steps, Flow-GRPO's stat tracker)
     advantage: Literal["group", "global_std", "per_prompt"] = "group"
@@ -116,6 +131,7 @@ class GRPOTrainSection(TrainSection):
     stats_history: int = 64  # advantage=per_prompt: rewards kept per prompt
     group_dpo: GroupDPOLossSection = field(default_factory=GroupDPOLossSection)
     clipped: ClippedLossSection = field(default_factory=ClippedLossSection)
+    nft: NFTLossSection = field(default_factory=NFTLossSection)
 
 
 @dataclass
@@ -197,13 +213,25 @@ def validate_rl_config(cfg: RLConfig) -> None:
     need(cfg.train.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {cfg.train.grad_accum}")
     need(cfg.train.inner_epochs >= 1, "train.inner_epochs", f"must be >= 1, got {cfg.train.inner_epochs}")
     if isinstance(cfg.train, GRPOTrainSection):
-        for name, section_cls in (("group_dpo", GroupDPOLossSection), ("clipped", ClippedLossSection)):
+        for name, section_cls in (("group_dpo", GroupDPOLossSection), ("clipped", ClippedLossSection),
+                                  ("nft", NFTLossSection)):
             if name != cfg.train.policy_loss and getattr(cfg.train, name) != section_cls():
                 raise ConfigError(f"train.{name}: set, but train.policy_loss={cfg.train.policy_loss} ignores it "
                                   f"(remove it or set train.policy_loss={name})")
         c = cfg.train.clipped
         need(0 < c.timestep_fraction <= 1, "train.clipped.timestep_fraction",
              f"must be in (0, 1], got {c.timestep_fraction}")
+        n = cfg.train.nft
+        need(n.beta > 0, "train.nft.beta", f"must be > 0, got {n.beta}")
+        need(n.adv_clip > 0, "train.nft.adv_clip", f"must be > 0, got {n.adv_clip}")
+        need(n.timesteps_per_sample >= 1, "train.nft.timesteps_per_sample",
+             f"must be >= 1, got {n.timesteps_per_sample}")
+        need(0 <= n.t_min < n.t_max <= 1, "train.nft.t_min",
+             f"need 0 <= t_min < t_max <= 1, got t_min={n.t_min}, t_max={n.t_max}")
+        need(n.kl_beta >= 0, "train.nft.kl_beta", f"must be >= 0, got {n.kl_beta}")
+        if cfg.train.policy_loss == "clipped":
+            need(cfg.sampling.noise_level > 0, "sampling.noise_level",
+                 "must be > 0 for train.policy_loss=clipped (ODE steps have no log-probability to train)")
 
 
 # Settings a resumed run may change: the length, cadence, evaluation and logging, not what the weights learn from.
@@ -248,6 +276,6 @@ def check_run_inputs(cfg: RLConfig, out: Any, store: Any, reward_client: Any = N
 
 
 __all__ = ["EditorSection", "RewardSection", "DataSection", "SamplingSection", "TrainSection", "ClippedLossSection",
-           "GroupDPOLossSection", "GRPOTrainSection", "DPOTrainSection", "EvalSection", "RLConfig", "GRPOConfig",
+           "GroupDPOLossSection", "NFTLossSection", "GRPOTrainSection", "DPOTrainSection", "EvalSection", "RLConfig", "GRPOConfig",
            "DPOConfig", "validate_rl_config", "RESUMABLE_CHANGES", "run_fingerprint",
            "check_run_inputs"]

@@ -5,7 +5,7 @@ One iteration of ``train(cfg, algorithm)``::
     SAMPLE + SCORE  G SDE edits per prompt (policy.rollouts.sample_groups); chunk k is scored while k+1 samples
     TARGETS         the algorithm turns rewards into what its update trains on: GRPO advantages (policy.advantages),
                     DPO (best, worst) pairs
-    UPDATE          policy.updates.UPDATES[algorithm.update] — group_dpo (DGPO), clipped (Flow-GRPO), flow_dpo
+    UPDATE          policy.updates.UPDATES[algorithm.update] — group_dpo (DGPO), nft (DiffusionNFT), clipped (Flow-GRPO), flow_dpo
     LOG             learned reward (per dimension), editworld oracle, update statistics, seconds per stage
     EVAL            held-out ODE edits scored by the oracle (rollout.held_out), every ``eval.every`` steps
     CHECKPOINT      LoRA weights + adapter.json, optimiser, RNG, the algorithm's state (editrl.checkpoint)

@@ -193,11 +193,74 @@ def group_dpo_loss(
     return loss, accuracy
 
 
+# ---- DiffusionNFT (negative-aware fine-tuning on the forward process) -------------------------------------
+# Zheng et al. 2025, "DiffusionNFT: Online Diffusion Reinforcement with Forward Process". A sample x0 with
+# optimality probability r in [0, 1] is noised to x_t = (1 - t) x0 + t noise; the old (sampling) policy's velocity
+# v_old and the trained one v mix into an implicit positive and negative policy
+#     v+ = beta v + (1 - beta) v_old,      v- = (1 + beta) v_old - beta v,
+# whose x0 predictions x0± = x_t - t v± regress onto x0, each error normalised by its own detached mean absolute
+# error (the adaptive weighting):  L± = mean((x0± - x0)^2) / sg(mean|x0± - x0|). With v = v_old the gradient is
+# (2r - 1) times the gradient of the normalised x0 error: better-than-average samples are pulled in, worse pushed out.
+
+def nft_optimality(advantages: torch.Tensor, adv_clip: float) -> torch.Tensor:
+    """The optimality probability of each sample, ``r = clamp(A / (2 c) + 1/2, 0, 1)`` for advantages ``A`` and
+    clip ``c``: an average sample gets 1/2, one ``c`` standard deviations above its group 1."""
+    if adv_clip <= 0:
+        raise ValueError(f"adv_clip must be positive, got {adv_clip}")
+    return (advantages.float().clamp(-adv_clip, adv_clip) / (2 * adv_clip) + 0.5).clamp(0.0, 1.0)
+
+
+def nft_loss(
+    velocity: torch.Tensor,
+    old_velocity: torch.Tensor,
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    t: torch.Tensor | float,
+    optimality: torch.Tensor,
+    beta: float,
+    adv_clip: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DiffusionNFT's loss of one batch of noised samples; returns ``(loss, stats)``.
+
+    ``velocity`` (B, ...) is the trained policy's (with gradients), ``old_velocity`` the sampling policy's at the
+    same ``x_t`` (no gradient), ``t`` the noise level (float or (B,)), ``optimality`` r (B,) in [0, 1]
+    (``nft_optimality``). ``L = adv_clip * mean_b( r L+ + (1 - r) L- ) / beta`` — the scale makes the gradient at
+    ``v = v_old`` equal ``A`` times that of the normalised x0 error, whatever ``beta``. Stats: the mean positive
+    and negative errors, and the drift ``mean (v - v_old)^2``.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if not (velocity.shape == old_velocity.shape == x_t.shape == x0.shape):
+        raise ValueError(f"shapes differ: velocity {tuple(velocity.shape)}, old {tuple(old_velocity.shape)}, "
+                         f"x_t {tuple(x_t.shape)}, x0 {tuple(x0.shape)}")
+    r = optimality.float().reshape(-1)
+    if r.shape[0] != velocity.shape[0]:
+        raise ValueError(f"{r.shape[0]} optimality values for a batch of {velocity.shape[0]}")
+    v, v_old = velocity.float(), old_velocity.float().detach()
+    tb = torch.as_tensor(t, dtype=torch.float32, device=v.device)
+    tb = tb.reshape(-1, *([1] * (v.ndim - 1))) if tb.ndim else tb
+    x_t, x0 = x_t.float(), x0.float()
+
+    def normalised_error(v_mix: torch.Tensor) -> torch.Tensor:
+        err = (x_t - tb * v_mix - x0).flatten(1)
+        scale = err.detach().abs().mean(1).clamp_min(1e-5)
+        return (err**2).mean(1) / scale
+
+    pos = normalised_error(beta * v + (1 - beta) * v_old)
+    neg = normalised_error((1 + beta) * v_old - beta * v)
+    loss = adv_clip * (r * pos + (1 - r) * neg).mean() / beta
+    stats = {"positive_error": float(pos.detach().mean()), "negative_error": float(neg.detach().mean()),
+             "drift": float(((v.detach() - v_old) ** 2).mean())}
+    return loss, stats
+
+
 POLICY_LOSSES: dict[str, Callable[..., object]] = {
     "clipped": clipped_policy_loss,
     "flow_dpo": flow_dpo_loss,
     "group_dpo": group_dpo_loss,
+    "nft": nft_loss,
 }
 
 __all__ = ["clipped_policy_loss", "policy_loss_stats", "PolicyLossStats", "kl_penalty", "velocity_mse",
-           "flow_dpo_loss", "group_preference_weights", "group_dpo_loss", "POLICY_LOSSES"]
+           "flow_dpo_loss", "group_preference_weights", "group_dpo_loss", "nft_optimality", "nft_loss",
+           "POLICY_LOSSES"]

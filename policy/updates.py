@@ -8,6 +8,9 @@ accelerator=None, reference=None) -> stats`` — and differs only in what ``targ
   one shared (noise, t) and their flow-matching errors, weighted by the advantages, enter one DPO sigmoid;
 * ``clipped`` (GRPO, Flow-GRPO): targets = advantages; the recorded SDE steps' log-probabilities are recomputed
   under the current policy inside the clipped ratio surrogate, plus beta * KL to the reference;
+* ``nft`` (GRPO, DiffusionNFT): targets = advantages, mapped to optimality probabilities; the final edits are noised
+  afresh at stratified t and train the implicit positive / negative policies against the sampling policy
+  (a snapshot of the weights that sampled the step);
 * ``flow_dpo`` (DPO): targets = (winner, loser) row pairs; Diffusion-DPO on the final edits.
 
 The reference is the editor with its adapter disabled unless ``reference`` (a context manager) says otherwise.
@@ -22,7 +25,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import torch
 
 from policy.losses import (clipped_policy_loss, flow_dpo_loss, group_dpo_loss, group_preference_weights, kl_penalty,
-                           policy_loss_stats, velocity_mse)
+                           nft_loss, nft_optimality, policy_loss_stats, velocity_mse)
 from policy.rollouts import Rollout
 from rollout.sde import sde_step_with_logprob
 
@@ -80,6 +83,11 @@ def clipped_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter
             if (b + 1) % tr.grad_accum == 0 or b == len(batches) - 1:
                 totals["grad_norm"] += optimizer_step(params, optimizer, tr.max_grad_norm, accelerator)
                 n_opt += 1
+    return mean_stats(totals, n_terms, n_opt)
+
+
+def mean_stats(totals: dict[str, float], n_terms: int, n_opt: int) -> dict[str, float]:
+    """An update's statistics: sums over loss terms become means, ``grad_norm`` the mean over optimiser steps."""
     out = {k: v / max(n_terms, 1) for k, v in totals.items() if k != "grad_norm"}
     out["grad_norm"] = totals["grad_norm"] / max(n_opt, 1)
     out["optimizer_steps"] = float(n_opt)
@@ -267,11 +275,75 @@ def group_dpo_update(editor: Any, named_params: list[tuple[str, torch.nn.Paramet
             "trained_groups": float(len(group_rows))}
 
 
+def stratified_levels(n: int, k: int, t_min: float, t_max: float, generator: torch.Generator) -> torch.Tensor:
+    """(k, n) noise levels: draw j of sample i lies in the j-th of k equal slices of ``[t_min, t_max]`` (each
+    sample's k levels in a random order), so every edit is trained across the whole range each epoch."""
+    u = torch.rand((k, n), generator=generator)
+    slot = torch.argsort(torch.rand((k, n), generator=generator), dim=0).float()
+    return t_min + (t_max - t_min) * (slot + u) / k
+
+
+def nft_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]], optimizer: torch.optim.Optimizer,
+               rollout: Rollout, advantages: torch.Tensor, cfg: Any, generator: torch.Generator,
+               accelerator: Any = None, reference: Any = None) -> dict[str, float]:
+    """DiffusionNFT (``policy_loss=nft``): shuffled micro-batches of the step's final edits, each noised at
+    ``timesteps_per_sample`` stratified levels with fresh noise; ``policy.losses.nft_loss`` against the velocity of
+    the sampling policy (the weights as the update starts), plus ``kl_beta`` times the velocity gap to the
+    reference. Samples with zero advantage still train (r = 1/2 keeps v near v_old)."""
+    tr, lc = cfg.train, cfg.train.nft
+    reference = reference or editor.reference
+    params = [p for _, p in named_params]
+    old = LoraSnapshot(named_params)
+    x0_all = rollout.latents[:, -1].float()
+    device = x0_all.device
+    N = x0_all.shape[0]
+    r_all = nft_optimality(advantages, lc.adv_clip).to(device)
+    K = lc.timesteps_per_sample
+    totals = {"loss": 0.0, "positive_error": 0.0, "negative_error": 0.0, "drift": 0.0, "kl": 0.0,
+              "grad_norm": 0.0}
+    n_terms = n_opt = 0
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(tr.inner_epochs):
+        levels = stratified_levels(N, K, lc.t_min, lc.t_max, generator)
+        perm = torch.randperm(N, generator=generator)
+        batches = [perm[i:i + tr.micro_batch] for i in range(0, N, tr.micro_batch)]
+        for b, rows in enumerate(batches):
+            cond = rollout.row_cond(rows)
+            rows_d = rows.to(device)
+            x0 = x0_all[rows_d]
+            for k in range(K):
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                t = levels[k, rows]
+                tb = t.to(device).reshape(-1, *([1] * (x0.ndim - 1)))
+                x_t = (1 - tb) * x0 + tb * noise
+                with torch.no_grad(), old.swapped_in():
+                    v_old = editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance)
+                kl = torch.zeros((), device=device)
+                v = editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance)
+                loss, stats = nft_loss(v, v_old, x_t, x0, t, r_all[rows_d], lc.beta, lc.adv_clip)
+                if lc.kl_beta > 0:
+                    with torch.no_grad(), reference():
+                        v_ref = editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance)
+                    kl = ((v.float() - v_ref.float()) ** 2).mean()
+                    loss = loss + lc.kl_beta * kl
+                backward(loss / (K * tr.grad_accum), accelerator)
+                totals["loss"] += float(loss.detach())
+                totals["kl"] += float(kl.detach())
+                for key, value in stats.items():
+                    totals[key] += value
+                n_terms += 1
+            if (b + 1) % tr.grad_accum == 0 or b == len(batches) - 1:
+                totals["grad_norm"] += optimizer_step(params, optimizer, tr.max_grad_norm, accelerator)
+                n_opt += 1
+    return {**mean_stats(totals, n_terms, n_opt), "optimality_mean": float(r_all.mean())}
+
+
 UPDATES: dict[str, Callable[..., dict[str, float]]] = {
     "group_dpo": group_dpo_update,
+    "nft": nft_update,
     "clipped": clipped_update,
     "flow_dpo": dpo_update,
 }
 
-__all__ = ["clipped_update", "group_dpo_update", "dpo_update", "noised_errors", "optimizer_step", "best_worst_pairs",
+__all__ = ["clipped_update", "group_dpo_update", "nft_update", "stratified_levels", "dpo_update", "noised_errors", "optimizer_step", "best_worst_pairs",
            "LoraSnapshot", "UPDATES"]
