@@ -172,6 +172,8 @@ def test_grpo_leaves_base_weights_untouched(assets, tmp_path):
     gain = rec["margins"]["oracle_instruction_following"]
     assert gain["gains"] == pytest.approx([run_rec["after"]["instruction_following"]
                                           - run_rec["before"]["instruction_following"]])
+    both = rec["margins"]["oracle_mean"]["gains"]
+    assert both == pytest.approx([sum(run_rec["after"][d] - run_rec["before"][d] for d in run_rec["after"]) / 2])
 
 
 def test_dpo_step_with_an_online_reference(assets, tmp_path):
