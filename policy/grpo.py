@@ -1,5 +1,5 @@
 """GRPO for editors (``editrl policy grpo``): rewards become group-relative advantages, which train the policy
-through ``train.policy_loss`` — DGPO's group preference loss (``group_dpo``, the shipped presets) or Flow-GRPO's
+through ``train.policy_loss`` — DGPO's group preference loss (``group_dpo``), DiffusionNFT (``nft``) or Flow-GRPO's
 clipped surrogate (``clipped``). The loop itself is ``policy.loop.train``; config: ``policy.config.GRPOConfig``.
 """
 
