@@ -74,9 +74,10 @@ def _generator(editor: Any, seed: int) -> Any:
 def sample_groups(editor: Any, sources: Sequence[Any], instructions: Sequence[str], n: int, num_steps: int = 10,
                   noise_level: float = 0.7, guidance: float | None = None, seed: int = 0,
                   batch_size: int = 32, sde_window: int = 0) -> list[list[Any]]:
-    """``n`` SDE samples (PIL images) for each (source, instruction) row; about ``batch_size`` images a call.
+    """``n`` samples (PIL images) for each (source, instruction) row; about ``batch_size`` images a call.
 
-    Candidates differ in their initial noise and, with ``noise_level`` > 0, in every SDE step — or, with
+    Candidates differ in their initial noise (``noise_level`` 0: ODE samples, as the editor is evaluated) and, with
+    ``noise_level`` > 0, in every SDE step — or, with
     ``sde_window`` > 0, in a window of that many steps drawn per call as the RL sampler draws it
     (``rollout.sampling.sde_window``). The result is deterministic for a seed and a batch size.
     """
@@ -272,8 +273,9 @@ def sweep(editor: Any, scorer: Any, num_tasks: int = 64, ns: Sequence[int] = (1,
     ns = sorted({int(n) for n in ns})
     if not ns or ns[0] < 1:
         raise ValueError(f"ns must be positive integers, got {ns}")
-    if noise_level <= 0:
-        raise ValueError("the sweep needs noise_level > 0 so the N candidates of a task differ (SDE sampling)")
+    if noise_level < 0:
+        raise ValueError(f"noise_level must be >= 0 (0: ODE candidates, differing in their initial noise), got "
+                         f"{noise_level}")
     max_n = ns[-1]
     task_seed = HELD_OUT_SEED if task_seed is None else int(task_seed)
     tasks = sample_tasks(int(num_tasks), task_seed, size=size)

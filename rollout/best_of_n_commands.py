@@ -234,8 +234,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     ns = _parse_ns(args.ns)
     if args.tasks < 1:
         raise DataError("--tasks", f"need at least one task, got {args.tasks}")
-    if args.noise_level <= 0:
-        raise DataError("--noise-level", "the sweep needs SDE sampling (noise level > 0) so candidates differ")
+    if args.noise_level < 0:
+        raise DataError("--noise-level", f"must be >= 0 (0: ODE candidates, differing in their initial noise), "
+                                         f"got {args.noise_level}")
     editor, client = load_pieces(args)
     size = args.size or getattr(getattr(editor, "config", None), "image_size", None) or 32
     rules = [args.select] + [r for r in ("aggregate", "lcb") if r != args.select]

@@ -149,8 +149,25 @@ def test_cli_rejects_bad_input(pieces, tmp_path, capsys):
                  "--source", str(source), "--instruction", "x", "--out", str(tmp_path / "o")]) == 2
     assert main(["best-of-n", "--sweep", "--editor", str(editor_dir), "--reward", str(ckpt), "--ns", "0,2",
                  "--out", str(tmp_path / "o")]) == 2
+    assert main(["best-of-n", "--sweep", "--editor", str(editor_dir), "--reward", str(ckpt), "--noise-level", "-1",
+                 "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "reward checkpoint" in err and "--ns" in err
+    assert "reward checkpoint" in err and "--ns" in err and "--noise-level" in err and "must be >= 0" in err
+
+
+def test_ode_candidates_differ_in_their_initial_noise(pieces):
+    """noise_level 0: deterministic ODE sampling, yet the N candidates of a row start from different noise."""
+    from rollout.best_of_n import sample_groups
+    from rollout.tiny_editor import TinyEditor
+
+    editor_dir, _, source = pieces
+    editor = TinyEditor.from_pretrained(editor_dir)
+    src = Image.open(source).convert("RGB")
+    groups = sample_groups(editor, [src], ["make it red"], 3, num_steps=2, noise_level=0.0, seed=0)
+    arrays = [np.asarray(im, dtype=np.float64) for im in groups[0]]
+    assert len(arrays) == 3 and all(np.abs(arrays[0] - a).mean() > 0 for a in arrays[1:])
+    again = sample_groups(editor, [src], ["make it red"], 3, num_steps=2, noise_level=0.0, seed=0)
+    assert all(np.array_equal(a, np.asarray(b, dtype=np.float64)) for a, b in zip(arrays, again[0]))
 
 
 def test_reward_spec_from_service_flags(tmp_path):
