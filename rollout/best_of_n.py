@@ -236,6 +236,34 @@ def sweep_table(tasks: Sequence[SweepTask], ns: Sequence[int], k: float = 1.0,
     return table
 
 
+def pick_gains(tasks: Sequence[SweepTask], ns: Sequence[int], rule: str = "aggregate", k: float = 1.0,
+               confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Does the reward's pick beat a random one? ``{str(N): {...}}`` on the mean of the oracle's dimensions, paired
+    over tasks: ``gain`` (pick minus the random choice's expectation) with its Student-t interval ``ci_low`` /
+    ``ci_high``, ``headroom`` (oracle best minus random) and ``recovered`` (gain / headroom, the share of what a
+    perfect reward would add that this one adds)."""
+    from editrl.stats import t_interval
+
+    out: dict[str, dict[str, float]] = {}
+    for n in ns:
+        gains, room = [], []
+        for t in tasks:
+            means = [_oracle_mean(o) for o in t.oracle[:n]]
+            random = sum(means) / n
+            try:
+                pick = means[choose(t.scores[:n], rule, k)]
+            except ValueError:  # nothing scored: the pick is a random one
+                pick = random
+            gains.append(pick - random)
+            room.append(max(means) - random)
+        mean, half = t_interval(gains, confidence)
+        headroom = sum(room) / len(room)
+        out[str(n)] = {"gain": mean, "ci_low": mean - half if half is not None else math.nan,
+                       "ci_high": mean + half if half is not None else math.nan, "headroom": headroom,
+                       "recovered": mean / headroom if headroom > 0 else math.nan}
+    return out
+
+
 def pairwise_agreement(tasks: Sequence[SweepTask]) -> float:
     """Within-task share of candidate pairs the reward model orders like the oracle (mean of dimensions; ties of
     either skipped): how well the reward ranks samples of one editor."""
@@ -262,7 +290,8 @@ def sweep(editor: Any, scorer: Any, num_tasks: int = 64, ns: Sequence[int] = (1,
           on_task: Callable[[int, Any, list], None] | None = None) -> dict[str, Any]:
     """Best-of-N on held-out editworld tasks (``editworld.tasks.HELD_OUT_SEED`` unless ``task_seed``).
 
-    Returns ``{"results": sweep_table(...), "pairwise_agreement": .., "tasks": [SweepTask ...], ...}``.
+    Returns ``{"results": sweep_table(...), "gains": pick_gains(...) of the first rule, "pairwise_agreement": ..,
+    "tasks": [SweepTask ...], ...}``.
     ``on_task(i, task, images)`` is called with each task's candidates (e.g. to save a few of them).
     """
     from tqdm.auto import tqdm
@@ -295,5 +324,6 @@ def sweep(editor: Any, scorer: Any, num_tasks: int = 64, ns: Sequence[int] = (1,
                 on_task(start + j, task, images)
         bar.update(len(chunk))
     bar.close()
-    return {"results": sweep_table(done, ns, k, rules), "pairwise_agreement": pairwise_agreement(done),
+    return {"results": sweep_table(done, ns, k, rules), "gains": pick_gains(done, ns, rules[0], k),
+            "pairwise_agreement": pairwise_agreement(done),
             "tasks": done, "ns": ns, "task_seed": task_seed, "num_tasks": len(tasks)}

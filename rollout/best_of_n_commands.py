@@ -268,6 +268,14 @@ def sweep_command(args: argparse.Namespace) -> int:
         table.add_section()
     console = make_console()
     console.print(table)
+    gains = Table(title=f"the reward's pick ({args.select}) against a random one, oracle mean of the dimensions, "
+                        f"paired over tasks, 95% t-interval")
+    for col in ("N", "pick - random", "interval", "oracle best - random", "recovered"):
+        gains.add_column(col, justify="right")
+    for n, g in res["gains"].items():
+        gains.add_row(n, f"{g['gain']:+.3f}", f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]", f"{g['headroom']:+.3f}",
+                      f"{100 * g['recovered']:.0f}%" if math.isfinite(g["recovered"]) else "-")
+    console.print(gains)
     console.print(f"within-task reward/oracle pairwise agreement: {_fmt(res['pairwise_agreement'])}; "
                   f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
     return 0

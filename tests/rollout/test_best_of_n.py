@@ -14,7 +14,7 @@ from PIL import Image
 from editrl.cli import main
 from editrl.dimensions import DIMENSIONS as DIMS
 from reward.serve.scorer import ScoredEdit
-from rollout.best_of_n import SweepTask, choose, ranking, rule_key, sweep_table
+from rollout.best_of_n import SweepTask, choose, pick_gains, ranking, rule_key, sweep_table
 
 
 def _scored(score: float, sigma: float) -> ScoredEdit:
@@ -65,6 +65,22 @@ def test_sweep_table_on_hand_worked_numbers():
     assert table["2"]["random"]["instruction_following"] == pytest.approx((2.0 + 2.5) / 2)
     assert table["3"]["oracle_best"]["mean"] == pytest.approx((3.0 + 2.0) / 2)
     assert table["3"]["oracle_best"]["se"] == pytest.approx(0.5)
+
+
+def test_pick_gains_on_hand_worked_numbers():
+    """Oracle means (t0: 1, 3, 3; t1: 2, 2, 1). N = 2, aggregate: t0 picks A (1) against random 2 -> -1, headroom 1;
+    t1 picks B (2) against random 2 -> 0, headroom 0. Gain -0.5, t-interval half-width t(0.975, 1) * 0.7071 / sqrt 2
+    = 6.353, headroom 0.5, recovered -100%. N = 3, lcb (k 1): both pick B: t0 3 - 7/3 = 2/3 (headroom 2/3), t1
+    2 - 5/3 = 1/3 (headroom 1/3): gain 0.5, headroom 0.5, recovered 100%."""
+    o = lambda a, b: {"instruction_following": a, "visual_quality": b}  # noqa: E731
+    tasks = [SweepTask("t0", [A, B, C], [o(1.0, 1.0), o(3.0, 3.0), o(4.0, 2.0)]),
+             SweepTask("t1", [C, B, A], [o(2.0, 2.0), o(3.0, 1.0), o(1.0, 1.0)])]
+    g = pick_gains(tasks, [2], "aggregate")["2"]
+    assert g["gain"] == pytest.approx(-0.5) and g["headroom"] == pytest.approx(0.5)
+    assert g["recovered"] == pytest.approx(-1.0)
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((-0.5 - 6.3531, -0.5 + 6.3531), abs=1e-3)
+    g3 = pick_gains(tasks, [3], "lcb", k=1.0)["3"]
+    assert g3["gain"] == pytest.approx(0.5) and g3["headroom"] == pytest.approx(0.5) and g3["recovered"] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -137,6 +153,9 @@ def test_cli_sweep_writes_json_and_plot(pieces, tmp_path, capsys):
     one, two = doc["results"]["1"], doc["results"]["2"]
     assert one["aggregate"]["mean"] == pytest.approx(one["random"]["mean"])
     assert two["oracle_best"]["mean"] >= one["oracle_best"]["mean"] - 1e-9
+    # the paired gain of the pick over random: none at N = 1, and at N = 2 the table's difference of means
+    assert doc["gains"]["1"]["gain"] == pytest.approx(0.0) and doc["gains"]["1"]["headroom"] == pytest.approx(0.0)
+    assert doc["gains"]["2"]["gain"] == pytest.approx(two["aggregate"]["mean"] - two["random"]["mean"])
     assert two["oracle_best"]["mean"] >= max(two["aggregate"]["mean"], two["random"]["mean"]) - 1e-9
     assert len(doc["per_task"]) == 2 and all(len(t["oracle"]) == 2 for t in doc["per_task"])
     assert not math.isnan(doc["results"]["2"]["aggregate"]["mean"])
