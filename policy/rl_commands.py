@@ -123,22 +123,17 @@ def _reevaluated_margins(args: argparse.Namespace) -> int:
     for col in ("metric", "before", "mean gain", "interval", "per run"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     results = {}
-    for d in DIMENSIONS:
-        gains = [r["after"][d] - r["before"][d] for r in per_run.values()]
-        m = {"key": f"oracle_{d}", **t_interval(gains, args.confidence)}
-        results[m["key"]] = m
+    # each dimension, then the aggregate the learned reward optimises: the mean of the dimensions
+    metrics = [(f"oracle_{d}", DIMENSION_LABELS.get(d, d), lambda s, d=d: s[d]) for d in DIMENSIONS]
+    metrics.append(("oracle_mean", "oracle mean of dimensions", lambda s: sum(s[d] for d in DIMENSIONS) / len(DIMENSIONS)))
+    for key, label, value in metrics:
+        gains = [value(r["after"]) - value(r["before"]) for r in per_run.values()]
+        m = {"key": key, **t_interval(gains, args.confidence)}
+        results[key] = m
         lo, hi = m["ci"]
-        before = sorted({round(r["before"][d], 4) for r in per_run.values()})
-        table.add_row(DIMENSION_LABELS.get(d, d), ", ".join(f"{b:.3f}" for b in before), f"{m['mean']:+.3f}",
+        before = sorted({round(value(r["before"]), 4) for r in per_run.values()})
+        table.add_row(label, ", ".join(f"{b:.3f}" for b in before), f"{m['mean']:+.3f}",
                       f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in gains))
-    # the aggregate the learned reward optimises: per run, the mean of the dimensions' gains
-    gains = [sum(r["after"][d] - r["before"][d] for d in DIMENSIONS) / len(DIMENSIONS) for r in per_run.values()]
-    m = {"key": "oracle_mean", **t_interval(gains, args.confidence)}
-    results[m["key"]] = m
-    lo, hi = m["ci"]
-    before = sorted({round(sum(r["before"][d] for d in DIMENSIONS) / len(DIMENSIONS), 4) for r in per_run.values()})
-    table.add_row("oracle mean of dimensions", ", ".join(f"{b:.3f}" for b in before), f"{m['mean']:+.3f}",
-                  f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in gains))
     Console().print(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
