@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(reward, "train", "reward.train.commands:train", "train a reward model on preference pairs (config + overrides)")
     _config_args(p, default="configs/reward/editworld-tiny.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = _command(reward, "pretrain", "reward.train.commands:pretrain",
+                 "scene-grounded pretraining of the tiny backbone (stage 0; its final/ becomes model.backbone)")
+    _config_args(p, default="configs/reward/editworld-tiny-pretrain.yaml")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = _command(reward, "eval", "reward.eval.commands:evaluate",
                  "Table 2: checkpoints and baselines on editworld / GenAI / AURORA / ImagenHub / EditReward-Bench")
     p.add_argument("--checkpoint", action="append", default=None, help="reward checkpoint folder (repeatable)")

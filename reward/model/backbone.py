@@ -150,17 +150,25 @@ def tiny_backbone_config(cfg: RewardModelConfig, processor: Any) -> Any:
 
 def build_tiny_backbone(cfg: RewardModelConfig, processor: Any) -> Any:
     """A randomly initialised tiny ``Qwen2_5_VLModel`` (the base model: no LM head) for ``processor``."""
-    import torch
     from transformers import Qwen2_5_VLModel
+
+    return build_tiny(Qwen2_5_VLModel, cfg, processor)
+
+
+def build_tiny(model_class: Any, cfg: RewardModelConfig, processor: Any) -> Any:
+    """A randomly initialised tiny Qwen2.5-VL of ``model_class`` (``Qwen2_5_VLModel`` for a reward backbone,
+    ``Qwen2_5_VLForConditionalGeneration`` for language-model pretraining), seeded by ``cfg.tiny.seed``."""
+    import torch
 
     config = tiny_backbone_config(cfg, processor)
     config._attn_implementation = cfg.attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.tiny.seed)
-        model = Qwen2_5_VLModel(config)
+        model = model_class(config)
         _fan_in_init(model, cfg.tiny.embed_init_std)
         if cfg.tiny.clip_difference_init:
-            _clip_difference_init(model.visual.patch_embed.proj.weight)
+            visual = model.visual if hasattr(model, "visual") else model.model.visual
+            _clip_difference_init(visual.patch_embed.proj.weight)
     return model.to(dtype=torch_dtype(cfg.dtype))
 
 

@@ -373,8 +373,8 @@ def train(cfg: RewardTrainConfig, *, stop_at_step: int | None = None, progress: 
                        val_accuracy=val_acc)
 
 
-def plot_training_curve(metrics_path: Path, png_path: Path) -> Path | None:
-    """Training loss and accuracy, and validation accuracy, against the optimiser step (PNG, Agg)."""
+def plot_training_curve(metrics_path: Path, png_path: Path, accuracy: str = "pairwise accuracy") -> Path | None:
+    """Training loss and accuracy, and validation accuracy (named ``accuracy``), against the step (PNG, Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,8 +392,8 @@ def plot_training_curve(metrics_path: Path, png_path: Path) -> Path | None:
     ax1.plot([r["step"] for r in tr], [r["train/loss"] for r in tr], label="train loss")
     ax1.set_xlabel("step"), ax1.set_ylabel("loss"), ax1.legend()
     ax2.plot([r["step"] for r in tr], [r["train/acc"] for r in tr], label="train acc (batch)", alpha=0.6)
-    ax2.plot([r["step"] for r in va], [r["val/acc"] for r in va], "o-", label="val acc (non-tied)")
-    ax2.set_xlabel("step"), ax2.set_ylabel("pairwise accuracy"), ax2.set_ylim(0, 1), ax2.legend()
+    ax2.plot([r["step"] for r in va], [r["val/acc"] for r in va], "o-", label="val acc")
+    ax2.set_xlabel("step"), ax2.set_ylabel(accuracy), ax2.set_ylim(0, 1), ax2.legend()
     return save_figure(fig, png_path, dpi=100)
 
 
