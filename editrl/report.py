@@ -102,18 +102,12 @@ class Estimate:
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the Student-t interval of the mean of ``values`` (NaN bounds for fewer than 2)."""
-    import numpy as np
-    from scipy import stats
+    """(mean, low, high): the Student-t interval of the mean of the finite ``values`` (None and NaN skipped; NaN
+    bounds for fewer than 2, all NaN for none)."""
+    from editrl.stats import t_bounds
 
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    v = [float(x) for x in values if x is not None and math.isfinite(x)]
+    return t_bounds(v, confidence) if v else (math.nan, math.nan, math.nan)
 
 
 def cluster_bootstrap(clusters: Sequence[Any], stat: Callable[[list[Any]], float], resamples: int = 2000,

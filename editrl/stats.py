@@ -21,4 +21,10 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return mean, float(t.ppf(0.5 + confidence / 2, len(x) - 1) * sd / math.sqrt(len(x)))
 
 
-__all__ = ["t_interval"]
+def t_bounds(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of the Student-t interval at ``confidence``; NaN bounds below two values."""
+    mean, half = t_interval(values, confidence)
+    return (mean, math.nan, math.nan) if half is None else (mean, mean - half, mean + half)
+
+
+__all__ = ["t_bounds", "t_interval"]

@@ -193,6 +193,14 @@ def group_dpo_loss(
     return loss, accuracy
 
 
+def noised(x0: torch.Tensor, noise: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """The rectified-flow forward process ``x_t = (1 - t) x0 + t noise``; ``t`` is a float or one level per sample
+    (shape (B,), broadcast over the other dimensions). Its velocity target is ``noise - x0``."""
+    if isinstance(t, torch.Tensor):
+        t = t.to(x0.device, x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return (1 - t) * x0 + t * noise
+
+
 # ---- DiffusionNFT (negative-aware fine-tuning on the forward process) -------------------------------------
 # Zheng et al. 2025, "DiffusionNFT: Online Diffusion Reinforcement with Forward Process". A sample x0 with
 # optimality probability r in [0, 1] is noised to x_t = (1 - t) x0 + t noise; the old (sampling) policy's velocity

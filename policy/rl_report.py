@@ -87,13 +87,11 @@ def margin_over_seeds(metrics_paths: list[str | Path], key: str = "eval/oracle_i
 
 def t_interval(gains: list[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean of per-seed gains with its Student-t interval (NaN bounds for a single seed), as a JSON-ready dict."""
-    from editrl.stats import t_interval as mean_and_half_width
+    from editrl.stats import t_bounds
 
-    mean, half = mean_and_half_width(gains, confidence)
-    if half is None:
-        return {"n": len(gains), "gains": [float(g) for g in gains], "mean": mean, "ci": [math.nan, math.nan]}
-    return {"n": len(gains), "gains": [float(g) for g in gains], "mean": mean, "ci": [mean - half, mean + half],
-            "confidence": confidence}
+    mean, low, high = t_bounds(gains, confidence)
+    out = {"n": len(gains), "gains": [float(g) for g in gains], "mean": mean, "ci": [low, high]}
+    return out if len(gains) < 2 else {**out, "confidence": confidence}
 
 
 def plot_seed_curves(metrics_paths: list[str | Path], out_png: str | Path, title: str = "") -> Path:

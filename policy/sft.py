@@ -22,6 +22,7 @@ import torch
 
 from editrl.checkpoint import (CheckpointStore, load_tensors, optimizer_from_tensors, optimizer_tensors, read_state,
                                step_name)
+from policy.losses import noised
 from policy.sft_config import SFTConfig
 
 
@@ -133,8 +134,7 @@ def flow_matching_loss(editor: Any, sources: list, instructions: list[str], targ
     noise = torch.randn(x1.shape, generator=generator).to(x1.device)
     shift = float(getattr(getattr(editor, "config", None), "shift", 1.0))
     sigma = sample_sigmas(x1.shape[0], timestep_sampling, shift, generator).to(x1.device)
-    s = sigma.reshape(-1, *([1] * (x1.ndim - 1)))
-    x_t = (1 - s) * x1 + s * noise
+    x_t = noised(x1, noise, sigma)
     v = editor.velocity(x_t, sigma, cond).float()
     return ((v - (noise - x1)) ** 2).mean()
 

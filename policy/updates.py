@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import torch
 
 from policy.losses import (clipped_policy_loss, flow_dpo_loss, group_dpo_loss, group_preference_weights, kl_penalty,
-                           nft_loss, nft_optimality, policy_loss_stats, velocity_mse)
+                           nft_loss, nft_optimality, noised, policy_loss_stats, velocity_mse)
 from policy.rollouts import Rollout
 from rollout.sde import sde_step_with_logprob
 
@@ -169,8 +169,7 @@ def noised_errors(editor: Any, x0: torch.Tensor, noise: torch.Tensor, t: float |
     against the target ``noise - x0``; ``t`` is a float or one value per sample (B,). ``reference()`` is a context
     manager running the reference (no gradient). The reference runs first: an online reference swaps weights in
     place, which must not follow the graph."""
-    tb = t.to(x0.device, x0.dtype).reshape(-1, *([1] * (x0.ndim - 1))) if isinstance(t, torch.Tensor) else t
-    x_t = (1 - tb) * x0 + tb * noise
+    x_t = noised(x0, noise, t)
     target = noise - x0
     with torch.no_grad(), reference():
         err_ref = velocity_mse(editor.velocity(x_t, t, cond, guidance=guidance), target)
@@ -314,8 +313,7 @@ def nft_update(editor: Any, named_params: list[tuple[str, torch.nn.Parameter]], 
             for k in range(K):
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 t = levels[k, rows]
-                tb = t.to(device).reshape(-1, *([1] * (x0.ndim - 1)))
-                x_t = (1 - tb) * x0 + tb * noise
+                x_t = noised(x0, noise, t)
                 with torch.no_grad(), old.swapped_in():
                     v_old = editor.velocity(x_t, t, cond, guidance=cfg.sampling.guidance)
                 kl = torch.zeros((), device=device)

@@ -224,13 +224,10 @@ def sweep_table(tasks: Sequence[SweepTask], ns: Sequence[int], k: float = 1.0,
         for t in tasks:
             if len(t.oracle) < n:
                 raise ValueError(f"N={n} but only {len(t.oracle)} candidates were sampled per task")
-            first, oracle = t.scores[:n], t.oracle[:n]
+            oracle = t.oracle[:n]
             for rule in rules:
-                try:
-                    per[rule].append(oracle[choose(first, rule, k)])
-                except ValueError:  # nothing scored: a random candidate is all one can do
-                    per[rule].append({d: sum(o[d] for o in oracle) / n for d in dims})
-            per["random"].append({d: sum(o[d] for o in oracle) / n for d in dims})
+                per[rule].append(_picked(t, n, rule, k))
+            per["random"].append(_random_pick(oracle))
             per["oracle_best"].append(max(oracle, key=_oracle_mean))
         table[str(n)] = {m: _summary(v, dims) for m, v in per.items()}
     return table
@@ -242,26 +239,34 @@ def pick_gains(tasks: Sequence[SweepTask], ns: Sequence[int], rule: str = "aggre
     over tasks: ``gain`` (pick minus the random choice's expectation) with its Student-t interval ``ci_low`` /
     ``ci_high``, ``headroom`` (oracle best minus random) and ``recovered`` (gain / headroom, the share of what a
     perfect reward would add that this one adds)."""
-    from editrl.stats import t_interval
+    from editrl.stats import t_bounds
 
     out: dict[str, dict[str, float]] = {}
     for n in ns:
         gains, room = [], []
         for t in tasks:
-            means = [_oracle_mean(o) for o in t.oracle[:n]]
-            random = sum(means) / n
-            try:
-                pick = means[choose(t.scores[:n], rule, k)]
-            except ValueError:  # nothing scored: the pick is a random one
-                pick = random
-            gains.append(pick - random)
-            room.append(max(means) - random)
-        mean, half = t_interval(gains, confidence)
+            random = _oracle_mean(_random_pick(t.oracle[:n]))
+            gains.append(_oracle_mean(_picked(t, n, rule, k)) - random)
+            room.append(max(_oracle_mean(o) for o in t.oracle[:n]) - random)
+        mean, low, high = t_bounds(gains, confidence)
         headroom = sum(room) / len(room)
-        out[str(n)] = {"gain": mean, "ci_low": mean - half if half is not None else math.nan,
-                       "ci_high": mean + half if half is not None else math.nan, "headroom": headroom,
+        out[str(n)] = {"gain": mean, "ci_low": low, "ci_high": high, "headroom": headroom,
                        "recovered": mean / headroom if headroom > 0 else math.nan}
     return out
+
+
+def _random_pick(oracle: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The expected oracle scores of a uniformly random choice among ``oracle``."""
+    return {d: sum(o[d] for o in oracle) / len(oracle) for d in oracle[0]}
+
+
+def _picked(task: SweepTask, n: int, rule: str, k: float) -> dict[str, float]:
+    """The oracle scores of the candidate ``rule`` picks among the first ``n``; a random pick's expectation when
+    none of them was scored."""
+    try:
+        return task.oracle[choose(task.scores[:n], rule, k)]
+    except ValueError:
+        return _random_pick(task.oracle[:n])
 
 
 def pairwise_agreement(tasks: Sequence[SweepTask]) -> float:
