@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -59,6 +59,9 @@ class PretrainOptimSection:
     max_steps: int = 3000  # optimiser steps
     time_budget_minutes: float | None = None  # stop (and save) after this many minutes even if steps remain
     max_grad_norm: float = 1.0  # clip the global gradient norm (0 disables)
+    # How the next-token loss is averaged: over all answer tokens of the batch ("token", a long caption weighs
+    # as many one-word verdicts), or over each example's answer first, then over examples ("example").
+    loss_mean: Literal["token", "example"] = "token"
     log_every: int = 10  # training metrics every this many steps
     eval_every: int = 250  # validation every this many steps (and at the end)
     save_every: int = 250  # resumable checkpoint every this many steps (and at the end); 0 = only at the end
@@ -109,6 +112,18 @@ def example_batch(processor: Any, examples: list[Any], pixel_area: int) -> tuple
     after = (ids == vend).long().cumsum(1) > 0
     answer = after & (ids != vend) & batch["attention_mask"].bool()
     return batch, torch.where(answer, ids, torch.full_like(ids, -100))
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, mean: str = "token") -> torch.Tensor:
+    """Next-token cross-entropy of the answer tokens (token t predicted at t - 1), averaged over all of them
+    (``mean="token"``) or over each example's answer and then over examples (``mean="example"``)."""
+    gold = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), gold.clamp(min=0),
+                                            reduction="none")
+    mask = (gold != -100).float()
+    if mean == "token":
+        return (nll * mask).sum() / mask.sum().clamp(min=1)
+    return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
 def answer_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,10 +247,11 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> PretrainResult:
             examples = [grounded_example(t.seed, step * t.batch_size + i, cfg.data.image_size,
                                          cfg.data.describe_share) for i in range(t.batch_size)]
             batch, labels = example_batch(processor, examples, cfg.model.pixel_area)
-            out = model(**batch, labels=labels)
+            out = model(**batch)
+            loss_t = answer_loss(out.logits, labels, t.loss_mean)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            loss = out.loss.item()
+            loss_t.backward()
+            loss = loss_t.item()
             grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0
                          else torch.tensor(float("nan")))
             optimizer.step()
@@ -271,5 +287,5 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> PretrainResult:
     return PretrainResult(out_dir=out_dir, final_dir=final_dir, step=step, val=val)
 
 
-__all__ = ["PretrainConfig", "PretrainDataSection", "PretrainOptimSection", "PretrainResult", "answer_scores",
-           "example_batch", "pretrain", "validate"]
+__all__ = ["PretrainConfig", "PretrainDataSection", "PretrainOptimSection", "PretrainResult", "answer_loss",
+           "answer_scores", "example_batch", "pretrain", "validate"]
