@@ -19,6 +19,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("editrl world generate", "editworld.config:WorldConfig"),
     ("editrl world editor-samples", "editworld.config:EditorSampleConfig"),
     ("editrl reward train", "reward.train.config:RewardTrainConfig"),
+    ("editrl reward pretrain", "reward.train.pretrain_config:PretrainConfig"),
     ("editrl reward ablate", "reward.eval.ablate:AblationConfig"),
     ("editrl reward serve", "reward.serve.config:ServiceConfig"),
     ("editrl policy sft", "policy.sft_config:SFTConfig"),

@@ -10,9 +10,10 @@ Stages, each through the same public functions (mostly the very CLI commands) a 
              generated -- the report says which.
   CURATE     ``editrl curate --top-fraction 0.5`` on some training rows: does the reward keep the better edits?
   BEST-OF-N  ``editrl best-of-n --sweep``: oracle score of the reward's pick among N samples, N = 1, 2, 4, 8, 16 on
-             64 held-out tasks at SDE noise 0.3 -- the documented measurement (docs/best-of-n.md), command for command
-  GRPO       ``editrl policy grpo`` (configs/policy/editworld-grpo.yaml, shrunk): a few RL steps of the tiny
-             editor against the reward; learned-reward and held-out oracle curves, then the final policy and the
+             64 held-out tasks, ODE candidates (noise 0, 8 steps; they differ in their initial noise) -- the
+             documented measurement (docs/best-of-n.md), command for command
+  GRPO       ``editrl policy grpo`` (configs/policy/editworld-nft-kl.yaml, the learned-reward recipe: DiffusionNFT
+             with a KL guard, shrunk): a few RL steps of the tiny editor against the reward; learned-reward and held-out oracle curves, then the final policy and the
              starting editor re-evaluated on the same held-out tasks (paired) for the gain's interval
 The editor is the shipped ``rollout/weights/editworld-tiny`` when present, else a fresh (random) tiny editor.
 Each stage writes into ``out/<stage>/``; ``out/demo.json`` records what ran (commands, config files and their
@@ -41,7 +42,7 @@ from editrl.report import Estimate, HtmlReport, cluster_bootstrap, file_sha256, 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_REWARD = ROOT / "reward" / "weights" / "editworld-tiny"
 REWARD_PRESET = ROOT / "configs" / "reward" / "editworld-tiny.yaml"
-GRPO_PRESET = ROOT / "configs" / "policy" / "editworld-grpo.yaml"
+GRPO_PRESET = ROOT / "configs" / "policy" / "editworld-nft-kl.yaml"
 STAGES = ("world", "reward", "curate", "best-of-n", "grpo")
 PACKAGES = ("editrl", "torch", "transformers", "diffusers", "ray", "numpy")
 # lcb = mu - k * sigma is shown beside aggregate only when it carries information: when it picks a different candidate
@@ -65,12 +66,12 @@ class Sizes:
     curate_rows: int = 256
     bon_tasks: int = 64  # the best-of-N sweep: exactly the documented measurement (docs/best-of-n.md)
     bon_ns: str = "1,2,4,8,16"
-    bon_steps: int = 10
-    bon_noise: float = 0.3
+    bon_steps: int = 8
+    bon_noise: float = 0.0  # ODE candidates, as the editor is evaluated; they differ in their initial noise
     grpo_steps: int = 8
     grpo_prompts: int = 4
     grpo_group: int = 8
-    grpo_sde_steps: int = 8
+    grpo_sampling_steps: int = 8
     grpo_eval_every: int = 4
     grpo_eval_tasks: int = 24
     grpo_reeval_tasks: int = 128  # the paired before/after re-evaluation behind the GRPO verdict
@@ -78,7 +79,7 @@ class Sizes:
 
 
 QUICK = Sizes(groups=12, reward_steps=4, reward_minutes=1.0, curate_rows=24, bon_tasks=2, bon_ns="1,2", bon_steps=3,
-              grpo_steps=1, grpo_prompts=2, grpo_group=2, grpo_sde_steps=3, grpo_eval_every=0, grpo_eval_tasks=2,
+              grpo_steps=1, grpo_prompts=2, grpo_group=2, grpo_sampling_steps=3, grpo_eval_every=0, grpo_eval_tasks=2,
               grpo_reeval_tasks=4, grid_rows=2)
 
 
@@ -219,15 +220,15 @@ def stage_grpo(out: Path, editor: str, checkpoint: Path, sizes: Sizes, seed: int
     _cli(["policy", "grpo", "--config", _rel(GRPO_PRESET), f"out={run_dir}", f"seed={seed}",
           f"steps={sizes.grpo_steps}", f"checkpoint_every={sizes.grpo_steps}", "resume=false",
           f"editor.spec={editor}", f"reward.client={checkpoint}", f"data.prompts_per_step={sizes.grpo_prompts}",
-          f"sampling.group_size={sizes.grpo_group}", f"sampling.num_steps={sizes.grpo_sde_steps}",
+          f"sampling.group_size={sizes.grpo_group}", f"sampling.num_steps={sizes.grpo_sampling_steps}",
           f"eval.every={sizes.grpo_eval_every}", f"eval.num_tasks={sizes.grpo_eval_tasks}",
-          f"eval.num_steps={sizes.grpo_sde_steps}"], record, "grpo")
+          f"eval.num_steps={sizes.grpo_sampling_steps}"], record, "grpo")
     record.config(GRPO_PRESET, run_dir / "config.yaml")
     record.command("grpo", f"# in-process: editrl.demo.reevaluate_grpo -- the final policy and its starting editor "
                            f"(adapter off) on the same {sizes.grpo_reeval_tasks} held-out tasks, ODE, "
-                           f"{sizes.grpo_sde_steps} steps, seed {seed} (as `editrl policy margins {run_dir} --tasks "
+                           f"{sizes.grpo_sampling_steps} steps, seed {seed} (as `editrl policy margins {run_dir} --tasks "
                            f"{sizes.grpo_reeval_tasks}`, kept per task)")
-    reevaluate_grpo(run_dir, sizes.grpo_reeval_tasks, seed, sizes.grpo_sde_steps, sizes.grid_rows)
+    reevaluate_grpo(run_dir, sizes.grpo_reeval_tasks, seed, sizes.grpo_sampling_steps, sizes.grid_rows)
 
 
 def reevaluate_grpo(run_dir: Path, num_tasks: int, seed: int, num_steps: int, grid_rows: int) -> dict:
@@ -585,12 +586,12 @@ def section_best_of_n(out: Path, report: HtmlReport, meta: dict, verdicts: list)
     doc = _json(bon / "sweep.json")
     an = best_of_n_analysis(doc)
     fig = plot_best_of_n(an, bon / "demo_sweep.png", f"best-of-N on {doc['num_tasks']} held-out editworld tasks "
-                                                     f"(SDE noise {doc['noise_level']:g})")
+                                                     f"({_sampling(doc)})")
     n_top = an["ns"][-1]
     verdicts.extend(("best-of-n", e) for n, e in zip(an["ns"], an["gains"]["aggregate"]) if n > 1)
     report.heading("4. Best-of-N: sample N edits, let the reward pick one")
     report.text(f"For {doc['num_tasks']} held-out tasks the editor samples {n_top} edits once "
-                f"({doc['steps']} sampling steps, SDE noise level {doc['noise_level']:g} at every step, seed "
+                f"({doc['steps']} sampling steps, {_sampling(doc)}, seed "
                 f"{doc['seed']}); for each N the reward model picks one of the first N and the oracle scores the pick "
                 f"(1-4). It is the documented measurement's command (docs/best-of-n.md; the reward model card's "
                 f"figures). 'random pick' is the expected score of a uniformly random choice among the same N, "
@@ -636,16 +637,25 @@ def section_best_of_n(out: Path, report: HtmlReport, meta: dict, verdicts: list)
                     f"order 1), so sigma carries no information and the lcb rows, which would lie on top of "
                     f"aggregate's, are left out.", note=True)
     agree = doc.get("pairwise_agreement")
-    grpo_vq = _grpo_step0_vq(out)
-    report.text(f"Noise level. The candidates are SDE samples at noise level {doc['noise_level']:g} in each of the "
-                f"{doc['steps']} steps (the sweep needs noise so that the N candidates differ), the setting of the "
-                f"documented measurement (docs/best-of-n.md, reward/weights/README.md). The GRPO stage's held-out "
-                f"evaluation instead uses deterministic ODE edits (noise 0), so its oracle VQ"
-                + (f" ({grpo_vq:.2f} before training)" if grpo_vq is not None else "")
+    if doc["noise_level"] == 0:
+        text = (f"Sampling. The candidates are ODE edits (noise 0, {doc['steps']} steps), as the GRPO stage and the "
+                f"held-out evaluation edit; the N candidates of a task differ only in their initial noise.")
+    else:
+        grpo_vq = _grpo_step0_vq(out)
+        text = (f"Sampling. The candidates are SDE samples at noise level {doc['noise_level']:g} in each of the "
+                f"{doc['steps']} steps. The GRPO stage's held-out evaluation instead uses deterministic ODE edits "
+                f"(noise 0), so its oracle VQ" + (f" ({grpo_vq:.2f} before training)" if grpo_vq is not None else "")
                 + f" is higher than here (random pick {an['curves']['random']['visual_quality'][0]:.2f}): the "
-                f"sampling noise leaves grain in every candidate that the oracle's visual quality penalises. The two "
-                f"VQ figures measure different sampling and are not comparable. Within-task reward/oracle pairwise "
-                f"agreement of the candidates: {'n/a' if agree is None else format(agree, '.3f')}.", note=True)
+                f"sampling noise leaves grain in every candidate that the oracle's visual quality penalises.")
+    report.text(f"{text} Within-task reward/oracle pairwise agreement of the candidates: "
+                f"{'n/a' if agree is None else format(agree, '.3f')}.", note=True)
+
+
+def _sampling(doc: dict) -> str:
+    """How a sweep's candidates were sampled, in words."""
+    if doc["noise_level"] == 0:
+        return "ODE candidates differing in their initial noise"
+    return f"SDE noise level {doc['noise_level']:g} at every step"
 
 
 def _grpo_step0_vq(out: Path) -> float | None:
@@ -669,8 +679,9 @@ def section_grpo(out: Path, report: HtmlReport, meta: dict, verdicts: list) -> N
     verdicts.extend(("grpo", an["estimates"][x]) for x in ("mean", *_dims()))  # a gain in one may cost the other
     report.heading("5. GRPO: a short RL run of the editor against the reward")
     report.text(f"{sizes['grpo_steps']} GRPO steps ({sizes['grpo_prompts']} prompts x {sizes['grpo_group']} samples "
-                f"each) of a LoRA on the editor, rewarded by the reward model (configs/policy/editworld-grpo.yaml, "
-                f"shrunk; one training seed). Afterwards the final policy and the editor it started from (adapter "
+                f"each) of a LoRA on the editor with the DiffusionNFT update and a KL guard to the starting editor, rewarded "
+                f"by the reward model (configs/policy/editworld-nft-kl.yaml, the learned-reward recipe, shrunk; one "
+                f"training seed). Afterwards the final policy and the editor it started from (adapter "
                 f"off) edited the same {doc['tasks']} held-out tasks with the same initial noise (ODE, "
                 f"{doc['ode_steps']} steps), so the gain is paired per task. A demonstration of the loop, not the "
                 f"project's RL measurement (several seeds, 512 tasks: configs/policy/README.md): the interval reflects "

@@ -22,7 +22,8 @@ def train(args: argparse.Namespace) -> int:
 def pretrain(args: argparse.Namespace) -> int:
     """Pretrain the tiny backbone from ``--config`` plus dotted overrides; prints where the backbone went."""
     from editrl.config import load_config
-    from reward.train.pretrain import PretrainConfig, pretrain as run_pretraining
+    from reward.train.pretrain import pretrain as run_pretraining
+    from reward.train.pretrain_config import PretrainConfig
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     result = run_pretraining(cfg, progress=not getattr(args, "no_progress", False))

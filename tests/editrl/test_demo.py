@@ -75,8 +75,9 @@ def test_report_states_each_verdict_in_words_with_its_interval_and_explains_unit
         assert ("not significant" in t) == (cls == "ns"), t
     assert "Verdicts at a glance" in html
     assert "1-4 scale" in html and "logit-like" in html  # units of the oracle and of the reward
-    # best-of-N: the noise level equals the documented measurement's, the VQ difference with GRPO is explained
-    assert "--noise-level 0.3" in html and "noise level 0.3" in html and "ODE edits (noise 0)" in html
+    # best-of-N: the documented measurement's sampling (ODE candidates), said in words
+    assert "--noise-level 0 " in html and "ODE candidates differing in their initial noise" in html
+    assert "The candidates are ODE edits (noise 0" in html
     assert "lcb (mu - k sigma, k = 1) is shown only when it picks a different candidate" in html
 
 
@@ -99,9 +100,9 @@ def test_report_has_a_provenance_block(quick_demo):
     prov = html.split("<h2>Provenance</h2>", 1)[1]
     assert f"$ editrl demo --out {quick_demo} --seed 0" in prov and "--quick" in prov
     for cmd in ("editrl world generate", "editrl reward eval", "editrl curate", "editrl best-of-n --sweep",
-                "editrl policy grpo --config configs/policy/editworld-grpo.yaml"):
+                "editrl policy grpo --config configs/policy/editworld-nft-kl.yaml"):
         assert cmd in prov, cmd
-    assert "configs/policy/editworld-grpo.yaml" in prov and file_sha256(GRPO_PRESET) in prov
+    assert "configs/policy/editworld-nft-kl.yaml" in prov and file_sha256(GRPO_PRESET) in prov
     meta = json.loads((quick_demo / "demo.json").read_text())
     commit = meta["provenance"]["git_commit"]  # HEAD when the demo ran (others may commit while the test runs)
     assert commit in prov and re.fullmatch(r"[0-9a-f]{40}( \(uncommitted changes\))?|unknown", commit)

@@ -11,7 +11,8 @@ from editrl.cli import main
 from editrl.config import load_config
 from editworld.grounding import VERDICTS, caption, grounded_example, position_word
 from editworld.scene import Scene, Shape
-from reward.train.pretrain import PretrainConfig, answer_loss, answer_scores, example_batch, pretrain
+from reward.train.pretrain import answer_loss, answer_scores, example_batch, pretrain
+from reward.train.pretrain_config import PretrainConfig
 
 TINY = [  # the reward tests' small backbone; 28 px images fill one merged patch
     "model.pixel_area=784", "model.tiny.hidden_size=64", "model.tiny.num_hidden_layers=2",
