@@ -53,18 +53,28 @@ def check_config_keys(arch: Path, arch_dict: dict, config: Any) -> None:
                         field="text_config.rope_parameters.mrope_section")
 
 
+def ignored_tiny_field(model_cfg: RewardModelConfig) -> tuple[str, str] | None:
+    """(field, message) for the first ``tiny.*`` value off its default when the backbone is a folder (where the
+    tiny sizes are not read, so a set value would be ignored silently); None when there is none."""
+    if model_cfg.backbone == "tiny":
+        return None
+    tiny, default = dataclasses.asdict(model_cfg.tiny), dataclasses.asdict(TinyBackboneConfig())
+    changed = sorted(k for k in tiny if tiny[k] != default[k])
+    if not changed:
+        return None
+    return (f"tiny.{changed[0]}", f"tiny.{changed[0]} = {tiny[changed[0]]!r} is ignored: tiny.* sizes are read only "
+                                  f"when backbone is 'tiny' (this one is {model_cfg.backbone!r})")
+
+
 def check_tiny_section(cfg_path: Path, arch: Path, model_cfg: RewardModelConfig, config: Any) -> None:
     """The ``tiny:`` sizes in ``reward_config.yaml`` must describe the saved backbone (the weights follow
     ``backbone_config.json``, so a differing size would be ignored silently); a non-tiny backbone must leave them
     at their defaults. Init-only keys (seeds, init scales, tokenizer merges) only say how the weights began."""
     tiny = dataclasses.asdict(model_cfg.tiny)
     if model_cfg.backbone != "tiny":
-        default = dataclasses.asdict(TinyBackboneConfig())
-        changed = sorted(k for k in tiny if tiny[k] != default[k])
-        if changed:
-            raise DataError(cfg_path, f"tiny.{changed[0]} = {tiny[changed[0]]!r} is ignored: tiny.* sizes are read only "
-                                      f"when backbone is 'tiny' (this one is {model_cfg.backbone!r})",
-                            field=f"tiny.{changed[0]}")
+        problem = ignored_tiny_field(model_cfg)
+        if problem:
+            raise DataError(cfg_path, problem[1], field=problem[0])
         return
     saved = config.to_dict()
     for key, path in _TINY_ARCH.items():

@@ -294,8 +294,11 @@ def build_reward_model(model_cfg: RewardModelConfig, processor_dir: str | Path |
         processor = build_tiny_processor(processor_dir, model_cfg)
         backbone = build_tiny_backbone(model_cfg, processor)
     else:
-        from reward.model.checkpoint_checks import drop_unknown_config_keys
+        from reward.model.checkpoint_checks import drop_unknown_config_keys, ignored_tiny_field
 
+        problem = ignored_tiny_field(model_cfg)
+        if problem:  # refused now, not when the finished checkpoint is loaded
+            raise ValueError(f"model.{problem[1]}; drop the model.tiny section")
         backbone, processor = load_backbone(model_cfg.backbone, model_cfg)
         drop_unknown_config_keys(backbone.config)  # so that its saved backbone_config.json loads strictly
     reward_id = ensure_reward_token(processor, model_cfg.reward_token)

@@ -106,7 +106,7 @@ def test_cli_pretrains_resumes_exactly_and_its_backbone_loads_into_a_reward_mode
     assert not all(torch.equal(a[k], start[k]) for k in a)  # steps 3-4 changed the weights
 
     from reward.model.editreward import build_reward_model
-    from reward.model.config import RewardModelConfig
+    from reward.model.config import RewardModelConfig, TinyBackboneConfig
 
     model, _ = build_reward_model(RewardModelConfig(backbone=str(full / "final"), pixel_area=784, prompt="clip",
                                                     edited_input="pair_clip"))
@@ -116,6 +116,24 @@ def test_cli_pretrains_resumes_exactly_and_its_backbone_loads_into_a_reward_mode
         name = key.replace("language_model.", "model.")
         assert torch.equal(a[name], value), key
     assert "lm_head.weight" in a and not any("lm_head" in k for k in loaded)
+    # a tiny size set beside a backbone folder would be ignored: refused before any training, naming the field
+    with pytest.raises(ValueError, match="tiny.vision_patch_size = 4 is ignored"):
+        build_reward_model(RewardModelConfig(backbone=str(full / "final"), pixel_area=784, prompt="clip",
+                                             edited_input="pair_clip", tiny=TinyBackboneConfig(vision_patch_size=4)))
+
+
+def test_the_stage1_preset_from_a_pretrained_backbone_is_the_scratch_preset_but_for_the_backbone():
+    from editrl.config import config_to_dict
+    from reward.model.checkpoint_checks import ignored_tiny_field
+    from reward.train.config import RewardTrainConfig
+
+    scratch = config_to_dict(load_config(RewardTrainConfig, "configs/reward/editworld-tiny.yaml"))
+    pre = load_config(RewardTrainConfig, "configs/reward/editworld-tiny-pretrained.yaml")
+    assert ignored_tiny_field(pre.model) is None
+    pre_d = config_to_dict(pre)
+    assert pre_d["data"] == scratch["data"] and pre_d["train"] == scratch["train"]
+    same = {k for k in scratch["model"] if k not in ("backbone", "tiny")}
+    assert {k: pre_d["model"][k] for k in same} == {k: scratch["model"][k] for k in same}
 
 
 def test_bad_settings_are_refused_with_the_field(tmp_path):
