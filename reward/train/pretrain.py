@@ -97,8 +97,8 @@ def validate(model: Any, processor: Any, cfg: PretrainConfig, examples: list[Any
     for i in range(0, len(examples), cfg.train.batch_size):
         chunk = examples[i:i + cfg.train.batch_size]
         batch, labels = example_batch(processor, chunk, cfg.model.pixel_area)
-        out = model(**batch, labels=labels)
-        losses.append(float(out.loss) * len(chunk))
+        out = model(**batch)
+        losses.append(float(answer_loss(out.logits, labels, "token")) * len(chunk))
         ok, n = answer_scores(out.logits, labels)
         right, total = right + int(ok.sum()), total + int(n.sum())
         for e, k, m in zip(chunk, ok.tolist(), n.tolist()):
@@ -185,9 +185,12 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> PretrainResult:
     store = CheckpointStore(out_dir, keep=t.keep_checkpoints)
     step, elapsed = 0, 0.0
     if cfg.resume is not None:
-        path = store.latest() if cfg.resume == "auto" else Path(cfg.resume)
-        if path is not None:
-            step, elapsed = load_checkpoint(path, model, optimizer, scheduler)
+        def load(path: Path) -> tuple[int, float]:
+            return load_checkpoint(path, model, optimizer, scheduler)
+
+        found = store.load_latest(load) if cfg.resume == "auto" else (Path(cfg.resume), load(Path(cfg.resume)))
+        if found is not None:
+            path, (step, elapsed) = found
             print(f"resumed from {path} at step {step}")
     val_examples = [grounded_example(t.seed + VAL_STREAM, i, cfg.data.image_size, cfg.data.describe_share)
                     for i in range(cfg.data.val_examples)]
