@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = _command(reward, "eval", "reward.eval.commands:evaluate",
                  "Table 2: checkpoints and baselines on editworld / GenAI / AURORA / ImagenHub / EditReward-Bench")
-    p.add_argument("--checkpoint", action="append", default=None, help="reward checkpoint folder (repeatable)")
+    p.add_argument("--checkpoint", action="append", default=None, help="reward checkpoint folder, or ensemble:A,B,... scored as its members' mean (repeatable)")
     p.add_argument("--data", default=None, help="editworld dataset folder whose bench split is scored")
     p.add_argument("--bench", action="append", default=None, metavar="NAME=PATH",
                    help="external benchmark (repeatable): genai=, aurora=, aurora_pointwise=, imagenhub=, editreward= "
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="dataset: manifest.jsonl or a folder (see --input-format)")
     p.add_argument("--input-format", default=None, choices=["editrl", "folder"],
                    help="editrl manifest (default) or an imagefolder-style metadata.jsonl (see curation/config.py)")
-    p.add_argument("--reward", default=None, help="reward checkpoint folder or ray://NAME[@ADDRESS]")
+    p.add_argument("--reward", default=None, help="reward checkpoint folder, ray://NAME[@ADDRESS], or ensemble:SPEC1,SPEC2,... (the members' mixture)")
     p.add_argument("--out", default=None, help="output folder; rerun with the same folder to resume")
     p.add_argument("--restart", action="store_true", help="discard the scores already in --out and start over")
     p.add_argument("--batch-size", type=int, default=None, help="rows per reward-client call")
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(top, "best-of-n", "rollout.best_of_n_commands:run",
                  "sample N edits, rank them with the reward model, keep the best; or --sweep on held-out editworld tasks")
     p.add_argument("--editor", default="editworld-tiny", help="editor spec or local folder (default: the shipped tiny editor)")
-    p.add_argument("--reward", default=None, help="reward checkpoint folder or ray://NAME[@ADDRESS]")
+    p.add_argument("--reward", default=None, help="reward checkpoint folder, ray://NAME[@ADDRESS], or ensemble:SPEC1,SPEC2,... (the members' mixture)")
     p.add_argument("--service", default=None, metavar="NAME", help="score through the running `editrl reward serve --name NAME`")
     p.add_argument("--ray-address", default=None, help="Ray cluster of --service (default: auto)")
     p.add_argument("--source", default=None, help="source image")

@@ -30,7 +30,7 @@ class EditorSection:
 class RewardSection:
     """How a batch of edits becomes one scalar reward per edit (policy/rewards.py)."""
 
-    client: str = "reward/weights/editworld-tiny"  # reward checkpoint folder (in-process) or "ray://NAME[@ADDRESS]"
+    client: str = "reward/weights/editworld-tiny"  # reward checkpoint folder (in-process), "ray://NAME[@ADDRESS]", or "ensemble:A,B,..." of those
     device: str | None = None  # torch device of an in-process reward model (None: CPU / where it loads)
     function: str = "editreward"  # a name in policy.rewards.REWARD_FUNCTIONS: editreward, dimension, uncertainty, oracle, mix
     dimension: str = "instruction_following"  # scored dimension for "dimension" / "oracle" ("mean": average of dimensions)

@@ -68,6 +68,8 @@ def _scored_info(scored: Sequence[Any]) -> dict[str, np.ndarray]:
         "score_sigma": np.array([s.score_sigma for s in scored], dtype=np.float64),
         "reward_error": np.array([s.error is not None for s in scored], dtype=np.float64),
     }
+    if any(hasattr(s, "disagreement") for s in scored):  # a reward ensemble: the members' spread of the score
+        info["disagreement"] = np.array([getattr(s, "disagreement", np.nan) for s in scored], dtype=np.float64)
     for d in dims:
         info[f"mu_{d}"] = np.array([s.mu.get(d, np.nan) if s.error is None else np.nan for s in scored])
         info[f"sigma_{d}"] = np.array([s.sigma.get(d, np.nan) if s.error is None else np.nan for s in scored])

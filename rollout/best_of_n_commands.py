@@ -37,18 +37,20 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- shared helpers
 def reward_spec(args: argparse.Namespace) -> str:
-    """The ``make_reward_client`` spec: ``--reward`` (checkpoint folder or ray://NAME[@ADDRESS]) or ``--service``."""
+    """The ``make_reward_client`` spec: ``--reward`` (checkpoint folder, ray://NAME[@ADDRESS] or ensemble:A,B,...) or ``--service``."""
     from editrl.io import DataError
 
     if args.service:
         return f"ray://{args.service}" + (f"@{args.ray_address}" if args.ray_address else "")
     if not args.reward:
         raise ConfigError("best-of-n: --reward CKPT (or --service NAME) is required")
+    from reward.serve.ensemble import ENSEMBLE_SCHEME, parse_ensemble_spec
+
     spec = str(args.reward)
-    if spec.startswith("ray://"):
-        return spec
-    if not Path(spec).is_dir():
-        raise DataError(spec, "reward checkpoint directory not found", field="--reward")
+    members = parse_ensemble_spec(spec) if spec.startswith(ENSEMBLE_SCHEME) else [spec]
+    for member in members:
+        if not member.startswith("ray://") and not Path(member).is_dir():
+            raise DataError(member, "reward checkpoint directory not found", field="--reward")
     return spec
 
 

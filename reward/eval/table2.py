@@ -282,9 +282,18 @@ def _checkpoint_names(checkpoints: Sequence[str | Path]) -> list[str]:
     if len(checkpoints) == 1:
         return ["reward model"]
     names = []
-    for c in checkpoints:
+
+    def short(c: str | Path) -> str:
         p = Path(c)
-        base = f"{p.parent.name}/{p.name}" if p.name in ("final", "eval") or p.name.startswith(("step_", "step-")) else p.name
+        return f"{p.parent.name}/{p.name}" if p.name in ("final", "eval") or p.name.startswith(("step_", "step-")) else p.name
+
+    from reward.serve.ensemble import ENSEMBLE_SCHEME, parse_ensemble_spec
+
+    for c in checkpoints:
+        if str(c).startswith(ENSEMBLE_SCHEME):
+            base = "ensemble of " + " + ".join(short(m) for m in parse_ensemble_spec(str(c)))
+        else:
+            base = short(c)
         name = f"reward model ({base})"
         while name in names:
             name += "'"
@@ -315,18 +324,29 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
     if not loaded:
         raise ConfigError("reward eval: nothing to evaluate; give --data EDITWORLD_DIR and/or --bench NAME=PATH")
     write_rejects(out, loaded)
+    from reward.serve.ensemble import ENSEMBLE_SCHEME, parse_ensemble_spec
+
+    members_of = {str(c): parse_ensemble_spec(str(c)) if str(c).startswith(ENSEMBLE_SCHEME) else [str(c)]
+                  for c in checkpoints}
     for c in checkpoints:
-        if not Path(c).is_dir():
-            raise DataError(c, "reward checkpoint directory not found")
+        for m in members_of[str(c)]:
+            if not Path(m).is_dir():
+                raise DataError(m, "reward checkpoint directory not found")
 
     methods: list[tuple[str, str, Callable[[], Any]]] = []  # (display, slug, make scorer)
     first_cfg: list[Any] = []
 
     def ckpt_scorer(path):
-        def make():
-            model, processor, cfg = load_model_for_eval(path)
+        def make_one(member):
+            model, processor, cfg = load_model_for_eval(member)
             first_cfg.append(cfg)
             return model_scorer(model, processor, cfg, batch_size, progress)
+
+        def make():
+            fns = [make_one(m) for m in members_of[str(path)]]
+            if len(fns) == 1:
+                return fns[0]
+            return lambda units: np.mean([fn(units) for fn in fns], axis=0).tolist()  # the ensemble's mean score
         return make
 
     for name, path in zip(_checkpoint_names(checkpoints), checkpoints):
@@ -364,7 +384,8 @@ def run_eval_suite(checkpoints: Sequence[str | Path] = (), *, data: str | Path |
                 f.write(json.dumps({"id": row["item"], "group_id": row["group_id"], "score": row["scores"][0]}) + "\n")
         from reward.eval.calibration import calibrate_checkpoints  # ECE against the true order, reliability PNG
 
-        result["calibration"] = calibrate_checkpoints(dict(zip(_checkpoint_names(checkpoints), checkpoints)),
+        single = {n: c for n, c in zip(_checkpoint_names(checkpoints), checkpoints) if len(members_of[str(c)]) == 1}
+        result["calibration"] = calibrate_checkpoints(single,
                                                       loaded[0].units, out / "calibration", batch_size=batch_size,
                                                       progress=progress, console=console)
     return result

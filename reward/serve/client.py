@@ -313,11 +313,17 @@ def make_reward_client(spec: Any, *, device: str | None = None) -> RewardClientP
     - ``"ray://NAME"`` or ``"ray://NAME@ADDRESS"``: the Ray-served pool called NAME (ADDRESS of the cluster,
       default ``auto``);
     - a checkpoint folder: an in-process ``RewardScorer`` on ``device``;
+    - ``"ensemble:SPEC1,SPEC2,..."``: a ``reward.serve.ensemble.RewardEnsemble`` of those members;
     - an object that already has ``score_groups``: returned as it is.
     """
     if hasattr(spec, "score_groups"):
         return spec
     spec = str(spec)
+    from reward.serve.ensemble import ENSEMBLE_SCHEME, RewardEnsemble, parse_ensemble_spec
+
+    if spec.startswith(ENSEMBLE_SCHEME):
+        members = parse_ensemble_spec(spec)
+        return RewardEnsemble([make_reward_client(m, device=device) for m in members], names=members)
     if spec.startswith(RAY_SCHEME):
         name, _, address = spec[len(RAY_SCHEME):].partition("@")
         return RewardClient.connect(name or DEFAULT_NAME, address or None)

@@ -214,3 +214,25 @@ def test_editworld_only_keeps_the_old_outputs(setup, tmp_path, capsys):
     row = json.loads((o / "table2.json").read_text())["rows"]["reward model"]
     assert row["editworld"] is not None and row["genai"] is None and "human (upper bound)" not in \
         json.loads((o / "table2.json").read_text())["rows"]
+
+
+def test_an_ensemble_is_evaluated_as_its_members_mean_score(setup, tmp_path, capsys):
+    root, benches, ckpts, out, args = setup
+    o = tmp_path / "o"
+    spec = f"ensemble:{ckpts[0]},{ckpts[1]}"
+    assert main(["reward", "eval", "--checkpoint", str(ckpts[0]), "--checkpoint", str(ckpts[1]),
+                 "--checkpoint", spec, "--data", str(benches["editworld"]), "--out", str(o), "--no-baselines"]) == 0
+    assert "ensemble of ckpt_a + ckpt_b" in capsys.readouterr().out
+    names = json.loads((o / "methods.json").read_text())
+    slugs = {v: k for k, v in names.items()}
+    rows = {}
+    for label in ("reward model (ckpt_a)", "reward model (ckpt_b)", "reward model (ensemble of ckpt_a + ckpt_b)"):
+        rows[label] = [json.loads(line)["scores"][0]
+                       for line in (o / "scores" / slugs[label] / "editworld.jsonl").read_text().splitlines()]
+    a, b, e = rows.values()
+    assert e == pytest.approx([(x + y) / 2 for x, y in zip(a, b)], abs=1e-6)
+    assert a != pytest.approx(b)  # two different members, so the mean is not one of them
+    missing = tmp_path / "nope"
+    assert main(["reward", "eval", "--checkpoint", f"ensemble:{ckpts[0]},{missing}", "--data",
+                 str(benches["editworld"]), "--out", str(tmp_path / "o2"), "--no-baselines"]) != 0
+    assert f"{missing}: reward checkpoint directory not found" in capsys.readouterr().err
