@@ -4,6 +4,7 @@ the real client path on the shipped checkpoint."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,22 @@ def test_best_of_n_checks_every_member_folder(tmp_path):
     args.reward = f"ensemble:{good},{tmp_path / 'missing'}"
     with pytest.raises(DataError, match="missing"):
         reward_spec(args)
+
+
+def test_the_ensemble_preset_resolves_to_two_shipped_members():
+    from editrl.config import load_config
+    from policy.config import GRPOConfig
+    from policy.config import validate_rl_config
+
+    cfg = load_config(GRPOConfig, "configs/policy/editworld-nft-ensemble.yaml", [])
+    validate_rl_config(cfg)
+    base = load_config(GRPOConfig, "configs/policy/editworld-nft-kl.yaml", [])
+    assert (cfg.train, cfg.sampling, cfg.steps) == (base.train, base.sampling, base.steps)  # only the reward differs
+    assert cfg.reward.function == "uncertainty" and cfg.reward.k == 1.0
+    members = parse_ensemble_spec(cfg.reward.client)
+    assert members == ["reward/weights/editworld-tiny", "reward/weights/editworld-tiny-pretrained"]
+    assert all((Path(m) / "model.safetensors").is_file() for m in members)
+    # the second member loads on its own: its backbone is rebuilt from backbone_config.json, not from runs/
+    from reward.serve.scorer import RewardScorer
+
+    assert RewardScorer.from_checkpoint(members[1]).dimensions == DIMS
