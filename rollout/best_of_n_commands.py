@@ -44,11 +44,10 @@ def reward_spec(args: argparse.Namespace) -> str:
         return f"ray://{args.service}" + (f"@{args.ray_address}" if args.ray_address else "")
     if not args.reward:
         raise ConfigError("best-of-n: --reward CKPT (or --service NAME) is required")
-    from reward.serve.ensemble import ENSEMBLE_SCHEME, parse_ensemble_spec
+    from reward.serve.ensemble import member_specs
 
     spec = str(args.reward)
-    members = parse_ensemble_spec(spec) if spec.startswith(ENSEMBLE_SCHEME) else [spec]
-    for member in members:
+    for member in member_specs(spec):
         if not member.startswith("ray://") and not Path(member).is_dir():
             raise DataError(member, "reward checkpoint directory not found", field="--reward")
     return spec

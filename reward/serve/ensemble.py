@@ -31,6 +31,11 @@ def parse_ensemble_spec(spec: str) -> list[str]:
     return members
 
 
+def member_specs(spec: str) -> list[str]:
+    """The reward specs ``spec`` is made of: the members of ``ensemble:A,B,...``, else ``[spec]`` itself."""
+    return parse_ensemble_spec(spec) if spec.startswith(ENSEMBLE_SCHEME) else [spec]
+
+
 @dataclass
 class EnsembleScoredEdit(ScoredEdit):
     """A ``ScoredEdit`` of the mixture, plus the members' spread of ``score`` and their own scores."""
