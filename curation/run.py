@@ -55,10 +55,13 @@ def run_curation(cfg: Any, client: Any = None, *, restart: bool = False) -> dict
 
 # ---- fingerprints ---------------------------------------------------------------------------------------
 def reward_fingerprint(spec: Any, client: Any = None) -> str:
-    """What identifies the reward: its checkpoint folder's content, a ray:// service name, or the client's class."""
+    """What identifies the reward: its checkpoint folder's content, a ray:// service name, or the client's class;
+    for an ``ensemble:`` spec, each member's, joined by ``+``."""
+    from reward.serve.ensemble import member_specs
+
     if client is not None:
         return f"client:{type(client).__module__}.{type(client).__qualname__}"
-    return path_fingerprint(spec, recursive=False) if Path(str(spec)).is_dir() else str(spec)
+    return "+".join(path_fingerprint(m, recursive=False) if Path(m).is_dir() else m for m in member_specs(str(spec)))
 
 
 def input_fingerprint(cfg: Any, manifest: Path, client: Any = None) -> dict[str, Any]:

@@ -252,11 +252,15 @@ def run_fingerprint(cfg: RLConfig, reward_client: Any = None) -> dict[str, Any]:
     kind, editor_path = parse_spec(cfg.editor.spec)
     if reward_client is not None:
         settings["reward.client"] = f"client:{type(reward_client).__module__}.{type(reward_client).__qualname__}"
+    from reward.serve.ensemble import member_specs
+
     uses_reward = reward_client is None and needs_client(cfg.reward)
-    return make_fingerprint({"editor": editor_path or (shipped_tiny_dir() if kind == "tiny" else None),
-                             "reward checkpoint": cfg.reward.client if uses_reward else None,
-                             "prompt manifest": cfg.data.manifest if cfg.data.kind == "manifest" else None},
-                            settings)
+    rewards = member_specs(cfg.reward.client) if uses_reward else []
+    files = {"editor": editor_path or (shipped_tiny_dir() if kind == "tiny" else None),
+             "prompt manifest": cfg.data.manifest if cfg.data.kind == "manifest" else None}
+    # an ensemble's members are each an input, so a member's changed weights are caught on resume
+    files.update({"reward checkpoint" + (f" {i + 1}" if len(rewards) > 1 else ""): r for i, r in enumerate(rewards)})
+    return make_fingerprint(files, settings)
 
 
 def check_run_inputs(cfg: RLConfig, out: Any, store: Any, reward_client: Any = None,

@@ -118,3 +118,27 @@ def test_the_ensemble_preset_resolves_to_two_shipped_members():
     from reward.serve.scorer import RewardScorer
 
     assert RewardScorer.from_checkpoint(members[1]).dimensions == DIMS
+
+
+def test_a_changed_member_is_caught_on_resume(tmp_path):
+    """RL and curation fingerprint every member's weights, as they do a single checkpoint's."""
+    import shutil
+
+    from curation.run import reward_fingerprint
+    from editrl.config import load_config
+    from policy.config import GRPOConfig, run_fingerprint
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree("reward/weights/editworld-tiny", a)
+    shutil.copytree("reward/weights/editworld-tiny", b)
+    spec = f"ensemble:{a},{b}"
+    cfg = load_config(GRPOConfig, "configs/policy/editworld-nft-ensemble.yaml", [f"reward.client={spec}"])
+    before_rl, before_cur = run_fingerprint(cfg)["files"], reward_fingerprint(spec)
+    assert {"reward checkpoint 1", "reward checkpoint 2"} <= set(before_rl) and "reward checkpoint" not in before_rl
+    (b / "model.safetensors").write_bytes((b / "model.safetensors").read_bytes()[:-1] + b"\0")
+    after_rl, after_cur = run_fingerprint(cfg)["files"], reward_fingerprint(spec)
+    assert after_rl["reward checkpoint 1"] == before_rl["reward checkpoint 1"]
+    assert after_rl["reward checkpoint 2"]["digest"] != before_rl["reward checkpoint 2"]["digest"]
+    assert after_cur != before_cur and after_cur.split("+")[0] == before_cur.split("+")[0]
+    single = load_config(GRPOConfig, "configs/policy/editworld-nft-kl.yaml", [])
+    assert "reward checkpoint" in run_fingerprint(single)["files"]  # a single checkpoint keeps its old label
