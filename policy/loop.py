@@ -1,3 +1,4 @@
+# long: the online RL loop reads top to bottom in labelled stages (setup, sample, reward, update, evaluate, save)
 """The online RL loop shared by GRPO and DPO, read top to bottom in labelled stages.
 
 One iteration of ``train(cfg, algorithm)``::

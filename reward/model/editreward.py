@@ -1,3 +1,4 @@
+# long: the reward model class, how it is built from a config and how its checkpoint folder is saved and loaded
 """EditReward: a VLM backbone whose reward-token hidden state feeds Gaussian heads, one (mu, log_sigma) per dimension.
 
 Heads (paper section 3.2, appendix A.4):

@@ -1,3 +1,4 @@
+# long: one benchmark whose rows (official style, ours, served) score the same edits and print side by side
 """Reward-inference benchmark: the official inference style against ours, on the same model and the same edits.
 
 Rows, all scoring the same N edits (N/16 sources, 16 candidate edits each):

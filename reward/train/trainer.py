@@ -1,3 +1,4 @@
+# long: the reward training loop as one readable function in labelled sections, with its resume and eval helpers
 """Reward-model training loop: one readable function in labelled sections.
 
     setup -> data -> model, optimiser, schedule -> resume -> loop (forward pair or group batches, loss, step,
