@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=0, help="--tasks: seed of the initial noise")
     p.add_argument("--eval-steps", type=int, default=None, help="--tasks: ODE steps (default: each run's eval.num_steps)")
     p.add_argument("--threads", type=int, default=0, help="--tasks: torch CPU threads (0 = default)")
+    p.add_argument("--checkpoint", default=None,
+                   help="--tasks: evaluate this path inside each run instead of its newest checkpoint (guard-best: "
+                        "the policy eval.guard_reward liked best; checkpoints/step_000024: one step)")
 
     # ---- curate ----
     p = _command(top, "curate", "curation.commands:curate",

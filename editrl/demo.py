@@ -235,7 +235,7 @@ def reevaluate_grpo(run_dir: Path, num_tasks: int, seed: int, num_steps: int, gr
     """The final policy of a GRPO run and its starting editor (adapter disabled) on the same held-out tasks with the
     same initial noise, kept per task: writes ``reeval.json`` and, for the first ``grid_rows`` tasks, 32 px tiles
     (source, before, after, target) under ``held_out/``."""
-    from policy.loop import load_run_config
+    from policy.config import load_run_config
     from rollout.held_out import edit_tasks, held_out_tasks, oracle_scores_of
     from rollout.registry import load_editor
 
@@ -602,8 +602,8 @@ def section_best_of_n(out: Path, report: HtmlReport, meta: dict, verdicts: list)
     sig = [n for n, e in ranked if e.significant]
     if ranked:
         if not sig:
-            report.text(f"Verdict: at no N is the reward's pick significantly better than a random pick "
-                        f"(every 95% interval over tasks includes 0): on these tasks the result is null.")
+            report.text("Verdict: at no N is the reward's pick significantly better than a random pick "
+                        "(every 95% interval over tasks includes 0): on these tasks the result is null.")
         else:
             report.text(f"Verdict: the reward's pick beats a random pick significantly at N = "
                         f"{', '.join(map(str, sig))}; at the other N the difference is not significant. (Each N "

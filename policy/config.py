@@ -11,6 +11,7 @@ loss that is not selected is an error (``validate_rl_config``). Defaults are siz
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -156,6 +157,8 @@ class EvalSection:
     num_steps: int = 10  # ODE steps
     batch_size: int = 16  # edits per sampling call
     learned_reward: bool = True  # also score the held-out edits with the learned reward (shows reward hacking)
+    guard_reward: str = ""  # a second reward spec, independent of reward.client, scoring the held-out edits (eval/guard)
+    guard_patience: int = 0  # > 0: stop after this many evaluations without a new best eval/guard (0: only log it)
 
 
 @dataclass
@@ -212,6 +215,13 @@ def validate_rl_config(cfg: RLConfig) -> None:
     need(cfg.train.micro_batch >= 1, "train.micro_batch", f"must be >= 1, got {cfg.train.micro_batch}")
     need(cfg.train.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {cfg.train.grad_accum}")
     need(cfg.train.inner_epochs >= 1, "train.inner_epochs", f"must be >= 1, got {cfg.train.inner_epochs}")
+    ev = cfg.eval
+    need(ev.guard_patience >= 0, "eval.guard_patience", f"must be >= 0, got {ev.guard_patience}")
+    need(not ev.guard_patience or bool(ev.guard_reward), "eval.guard_patience",
+         "needs eval.guard_reward (the independent reward whose held-out score it watches)")
+    need(not ev.guard_reward or ev.num_tasks > 0, "eval.guard_reward", "needs eval.num_tasks > 0 (held-out edits to score)")
+    need(ev.guard_reward.strip() != cfg.reward.client.strip(), "eval.guard_reward",
+         f"is the training reward itself ({cfg.reward.client!r}); a guard needs a reward the policy is not trained on")
     if isinstance(cfg.train, GRPOTrainSection):
         for name, section_cls in (("group_dpo", GroupDPOLossSection), ("clipped", ClippedLossSection),
                                   ("nft", NFTLossSection)):
@@ -279,7 +289,24 @@ def check_run_inputs(cfg: RLConfig, out: Any, store: Any, reward_client: Any = N
         write_fingerprint(out, fingerprint)
 
 
+def load_run_config(run_dir: str | Path) -> GRPOConfig | DPOConfig:
+    """The config an RL run saved (``run_dir/config.yaml``), as the GRPO or DPO config it is."""
+    from editrl.config import ConfigError, load_config
+    from editrl.io import DataError
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(cfg_path, "missing: not an RL run folder")
+    errors = []
+    for config_cls in (GRPOConfig, DPOConfig):
+        try:
+            return load_config(config_cls, cfg_path)
+        except ConfigError as err:
+            errors.append(f"as {config_cls.__name__}: {err}")
+    raise DataError(cfg_path, "not a GRPO or DPO run config (" + "; ".join(errors) + ")")
+
+
 __all__ = ["EditorSection", "RewardSection", "DataSection", "SamplingSection", "TrainSection", "ClippedLossSection",
            "GroupDPOLossSection", "NFTLossSection", "GRPOTrainSection", "DPOTrainSection", "EvalSection", "RLConfig", "GRPOConfig",
            "DPOConfig", "validate_rl_config", "RESUMABLE_CHANGES", "run_fingerprint",
-           "check_run_inputs"]
+           "check_run_inputs", "load_run_config"]

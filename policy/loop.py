@@ -8,7 +8,8 @@ One iteration of ``train(cfg, algorithm)``::
                     DPO (best, worst) pairs
     UPDATE          policy.updates.UPDATES[algorithm.update] — group_dpo (DGPO), nft (DiffusionNFT), clipped (Flow-GRPO), flow_dpo
     LOG             learned reward (per dimension), editworld oracle, update statistics, seconds per stage
-    EVAL            held-out ODE edits scored by the oracle (rollout.held_out), every ``eval.every`` steps
+    EVAL            held-out ODE edits scored by the oracle (policy.evaluate), every ``eval.every`` steps; an
+                    independent guard reward keeps its best policy and may stop the run (policy.guard)
     CHECKPOINT      LoRA weights + adapter.json, optimiser, RNG, the algorithm's state (editrl.checkpoint)
 
 Every step draws its randomness from generators seeded by (seed, step), and a checkpoint holds everything else
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,9 @@ import torch
 from editrl.checkpoint import (CheckpointStore, load_tensors, optimizer_from_tensors, optimizer_tensors, read_state,
                                restore_rng, rng_state)
 from policy.advantages import zero_advantage_fraction
-from policy.config import DPOConfig, EvalSection, GRPOConfig, RLConfig, check_run_inputs, validate_rl_config
+from policy.config import GRPOConfig, RLConfig, check_run_inputs, validate_rl_config
+from policy.evaluate import evaluate_held_out
+from policy.guard import GUARD_DIR, GUARD_KEY, GuardState, save_guard_best
 from policy.rollouts import (Prompt, PromptPool, Rollout, fill_failed_rewards, held_out_prompts, sample_groups,
                              step_generator)
 from policy.updates import UPDATES
@@ -99,22 +103,29 @@ def algorithm_name(cfg: RLConfig) -> str:
 
 
 # ====================================================================================== checkpoints
+def adapter_manifest(cfg: RLConfig, named_params: list) -> AdapterManifest:
+    """The adapter.json that makes a checkpoint of this run a loadable editor (``rl:`` specs)."""
+    return AdapterManifest(editor=cfg.editor.spec, lora_rank=cfg.editor.lora_rank, lora_alpha=cfg.editor.lora_alpha,
+                           lora_targets=cfg.editor.lora_targets, train_lora_only=cfg.editor.train_lora_only,
+                           load_kwargs=dict(cfg.editor.load_kwargs), param_names=[n for n, _ in named_params],
+                           algorithm=algorithm_name(cfg), seed=cfg.seed)
+
+
 def save_rl_checkpoint(store: CheckpointStore, cfg: RLConfig, step: int, named_params: list, optimizer: Any,
-                       algorithm: Algorithm) -> Path:
-    """One checkpoint: lora.safetensors + adapter.json (a loadable editor), optimiser, RNG, the algorithm's state."""
+                       algorithm: Algorithm, guard: GuardState | None = None) -> Path:
+    """One checkpoint: lora.safetensors + adapter.json (a loadable editor), optimiser, RNG, the algorithm's and the
+    guard's state."""
     opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
     algo_state, algo_tensors = algorithm.state()
-    manifest = AdapterManifest(editor=cfg.editor.spec, lora_rank=cfg.editor.lora_rank,
-                               lora_alpha=cfg.editor.lora_alpha, lora_targets=cfg.editor.lora_targets,
-                               train_lora_only=cfg.editor.train_lora_only, load_kwargs=dict(cfg.editor.load_kwargs),
-                               param_names=[n for n, _ in named_params], algorithm=algorithm_name(cfg), seed=cfg.seed)
+    manifest = adapter_manifest(cfg, named_params)
     tensors = {"lora.safetensors": dict(named_params), "optimizer.safetensors": opt_tensors,
                "rng.safetensors": rng_tensors}
     if algo_tensors:
         tensors["extra.safetensors"] = algo_tensors
-    return store.save(step, {"optimizer": opt_meta, "rng": rng_meta, "algorithm": algo_state}, tensors,
-                      write=manifest.write)
+    state = {"optimizer": opt_meta, "rng": rng_meta, "algorithm": algo_state,
+             "guard": (guard or GuardState()).state()}
+    return store.save(step, state, tensors, write=manifest.write)
 
 
 def load_rl_checkpoint(path: Path, named_params: list, optimizer: Any) -> tuple[dict[str, Any], dict]:
@@ -127,23 +138,6 @@ def load_rl_checkpoint(path: Path, named_params: list, optimizer: Any) -> tuple[
     return state, extra
 
 
-def load_run_config(run_dir: str | Path) -> GRPOConfig | DPOConfig:
-    """The config an RL run saved (``run_dir/config.yaml``), as the GRPO or DPO config it is."""
-    from editrl.config import ConfigError, load_config
-    from editrl.io import DataError
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(cfg_path, "missing: not an RL run folder")
-    errors = []
-    for config_cls in (GRPOConfig, DPOConfig):
-        try:
-            return load_config(config_cls, cfg_path)
-        except ConfigError as err:
-            errors.append(f"as {config_cls.__name__}: {err}")
-    raise DataError(cfg_path, "not a GRPO or DPO run config (" + "; ".join(errors) + ")")
-
-
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric rows logged after ``last_step`` (a run that died after its last checkpoint)."""
     if not path.is_file():
@@ -151,46 +145,6 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     rows = [line for line in path.read_text().splitlines() if line.strip()]
     keep = [line for line in rows if json.loads(line).get("step", -1) <= last_step]
     path.write_text("".join(line + "\n" for line in keep))
-
-
-# ====================================================================================== evaluation
-def evaluate_held_out(editor: Any, prompts: list[Prompt], ev: EvalSection, guidance: float | None, seed: int,
-                      client: Any = None, grid_path: Path | None = None) -> dict[str, float]:
-    """ODE edits of held-out editworld tasks with fixed noise; mean oracle scores (and learned reward)."""
-    from rollout.held_out import edit_tasks, mean_scores, oracle_scores_of
-
-    g = step_generator(seed, 0, 99, editor_device(editor))
-    tasks = [p.task for p in prompts]
-    images = edit_tasks(editor, tasks, ev.num_steps, ev.batch_size, g, guidance=guidance,
-                        sources=[p.source for p in prompts])
-    out = {f"eval/oracle_{d}": v for d, v in mean_scores(oracle_scores_of(tasks, images)).items()}
-    if client is not None and ev.learned_reward:
-        from policy.rewards import EditRewardFn
-
-        r, info = EditRewardFn(client)(images, [p.instruction for p in prompts],
-                                       [{"source": p.source, "group": p.key} for p in prompts])
-        out["eval/reward"] = float(np.nanmean(r.numpy()))
-        for k, v in info.items():
-            if k.startswith("mu_"):
-                out[f"eval/reward_{k}"] = float(np.nanmean(v))
-    if grid_path is not None:
-        save_grid(prompts[:8], images[:8], grid_path)
-    return out
-
-
-def save_grid(prompts: list[Prompt], images: list, path: Path) -> Path:
-    """Rows of (source, edit, target) images: what the policy does to held-out tasks."""
-    from PIL import Image
-
-    size = images[0].size[0]
-    grid = Image.new("RGB", (3 * size + 4, len(images) * (size + 2)), "white")
-    for i, (p, im) in enumerate(zip(prompts, images)):
-        row = [p.source, im, p.task.target_image(size) if p.task is not None else im]
-        for j, tile in enumerate(row):
-            grid.paste(tile.convert("RGB").resize((size, size)), (j * (size + 2), i * (size + 2)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
 
 
 # ====================================================================================== the run
@@ -209,6 +163,8 @@ class Run:
     held_out: list[Prompt]
     accelerator: Any
     store: CheckpointStore
+    guard_client: Any = None
+    guard: GuardState = field(default_factory=GuardState)
     start_step: int = 0
     resumed_state: dict[str, Any] = field(default_factory=dict)
     resumed_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -222,7 +178,14 @@ class Run:
             return {}
         grid = self.out / "eval" / f"step_{step:06d}.png" if self.is_main else None
         return evaluate_held_out(self.editor, self.held_out, self.cfg.eval, self.cfg.sampling.guidance,
-                                 self.cfg.seed, self.client, grid)
+                                 self.cfg.seed, self.client, grid, self.guard_client)
+
+
+    def observe_guard(self, step: int, row: dict[str, float]) -> None:
+        """Feed an evaluation's ``eval/guard`` to the guard; its new best policy is saved as ``<out>/guard-best``."""
+        if GUARD_KEY in row and self.guard.observe(step, row[GUARD_KEY]) and self.is_main:
+            save_guard_best(self.out, step, row[GUARD_KEY], self.named_params,
+                            adapter_manifest(self.cfg, self.named_params).write)
 
 
 def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
@@ -248,16 +211,23 @@ def setup_run(cfg: RLConfig, reward_client: Any = None) -> Run:
     reward_fn, client = make_reward(cfg, reward_client)
     pool = PromptPool(cfg.data, cfg.seed)
     held_out = held_out_prompts(cfg.eval.num_tasks, cfg.data.image_size) if cfg.eval.num_tasks > 0 else []
-    run = Run(cfg, out, editor, named, optimizer, reward_fn, client, pool, held_out, accelerator, store)
+    guard_client = None
+    if cfg.eval.guard_reward:
+        from reward.serve.client import make_reward_client
+
+        guard_client = make_reward_client(cfg.eval.guard_reward, device=cfg.reward.device)
+    run = Run(cfg, out, editor, named, optimizer, reward_fn, client, pool, held_out, accelerator, store, guard_client)
     loaded = store.load_latest(lambda p: load_rl_checkpoint(p, named, optimizer)) if cfg.resume else None
     if loaded is not None:
         ckpt, (run.resumed_state, run.resumed_tensors) = loaded
         run.start_step = int(run.resumed_state["step"])
+        run.guard = GuardState.from_state(run.resumed_state.get("guard"))
         if run.is_main:
             truncate_metrics(out / "metrics.jsonl", run.start_step)
             print(f"resumed from {ckpt} (step {run.start_step})")
-    elif run.is_main and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run: no stale curve
+    elif run.is_main:  # a fresh run: no stale curve or guard pick
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(out / GUARD_DIR, ignore_errors=True)
     if run.is_main:
         save_config(cfg, out / "config.yaml")
     if accelerator is not None:
@@ -323,6 +293,7 @@ def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], r
     try:
         if run.start_step == 0 and run.held_out:
             row = run.evaluate(0)
+            run.observe_guard(0, row)  # the starting editor can be the guard's best
             if sink:
                 sink.log(row, step=0)
         for step in range(run.start_step + 1, cfg.steps + 1):
@@ -365,6 +336,11 @@ def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], r
                 t0 = time.perf_counter()
                 row.update(run.evaluate(step))
                 row["time/eval"] = time.perf_counter() - t0
+            # the independent reward's best policy is kept; with eval.guard_patience the run stops when it stalls
+            run.observe_guard(step, row)
+            stop = run.guard.exhausted(cfg.eval.guard_patience)
+            if stop:
+                row["guard/stopped"] = 1.0
             row["time/step"] = time.perf_counter() - t_step
             if sink:
                 sink.log(row, step=step)
@@ -372,11 +348,16 @@ def train(cfg: RLConfig, make_algorithm: Callable[[RLConfig, Run], Algorithm], r
                 print_step(step, cfg.steps, {**row, "train/loss": stats.get("loss", math.nan)})
 
             # ---- CHECKPOINT: LoRA + adapter.json, optimiser, RNG, the algorithm's state
-            if step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps:
+            if step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps or stop:
                 if run.is_main:
-                    save_rl_checkpoint(run.store, cfg, step, run.named_params, run.optimizer, algorithm)
+                    save_rl_checkpoint(run.store, cfg, step, run.named_params, run.optimizer, algorithm, run.guard)
                 if run.accelerator is not None:
                     run.accelerator.wait_for_everyone()
+            if stop:
+                if run.is_main:
+                    print(f"guard: {GUARD_KEY} has not passed {run.guard.best:.4f} (step {run.guard.best_step}) for "
+                          f"{cfg.eval.guard_patience} evaluations; stopping at step {step}", flush=True)
+                break
     finally:
         if sink:
             sink.close()
@@ -399,4 +380,4 @@ def print_step(step: int, steps: int, row: dict[str, Any]) -> None:
 
 
 __all__ = ["Algorithm", "Run", "setup_run", "train", "load_policy", "save_rl_checkpoint", "load_rl_checkpoint",
-           "load_run_config", "evaluate_held_out", "save_grid", "info_means", "print_step"]
+           "info_means", "print_step"]

@@ -79,6 +79,10 @@ def margins(args: argparse.Namespace) -> int:
         paths.append(path)
     if args.tasks > 0:
         return _reevaluated_margins(args)
+    if args.checkpoint:
+        from editrl.config import ConfigError
+
+        raise ConfigError("--checkpoint: only with --tasks N (the runs' own evaluations are of their training curve)")
     results = {}
     table = Table(title=f"held-out gain over {len(paths)} runs (last eval - step 0), {args.confidence:.0%} t-interval")
     for col in ("metric", "mean", "interval", "per run"):
@@ -117,8 +121,9 @@ def _reevaluated_margins(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    per_run = reevaluate_runs(args.runs, args.tasks, args.eval_seed, args.eval_steps)
-    table = Table(title=f"gain of the final policy over its starting editor on {args.tasks} held-out tasks, "
+    per_run = reevaluate_runs(args.runs, args.tasks, args.eval_seed, args.eval_steps, checkpoint=args.checkpoint)
+    which = f"the {args.checkpoint} policy" if args.checkpoint else "the final policy"
+    table = Table(title=f"gain of {which} over its starting editor on {args.tasks} held-out tasks, "
                         f"{len(per_run)} runs, {args.confidence:.0%} t-interval")
     for col in ("metric", "before", "mean gain", "interval", "per run"):
         table.add_column(col, justify="left" if col == "metric" else "right")

@@ -18,23 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
 
-from tiny_pipelines import write_tiny_kontext  # noqa: E402
+from tiny_pipelines import write_tiny_kontext, write_tiny_reward  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from reward.model.config import RewardModelConfig, TinyBackboneConfig
-    from reward.model.editreward import build_reward_model, save_checkpoint
-
     root = tmp_path_factory.mktemp("online")
     kontext = write_tiny_kontext(root / "kontext")
-    torch.manual_seed(0)
-    cfg = RewardModelConfig(tiny=TinyBackboneConfig(  # smaller than the shipped tiny reward: a fast fixture
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-        vision_depth=1, vision_hidden_size=32, vision_num_heads=2, vision_intermediate_size=32,
-        vision_fullatt_block_indexes=[0], vocab_merges=20))
-    model, processor = build_reward_model(cfg)
-    reward = save_checkpoint(model, processor, cfg, root / "reward")
+    reward = write_tiny_reward(root / "reward", seed=0)
     return root, kontext, reward
 
 
@@ -370,3 +361,57 @@ def test_shared_initial_noise_makes_a_group_differ_only_from_its_sde_window_on(a
         torch.testing.assert_close(same, block[:1, : start + 1].expand_as(same), rtol=0, atol=1e-5)
         assert (block[0, start + 1] - block[1, start + 1]).abs().max() > 0.1
     assert not torch.equal(lat[0, 0], lat[3, 0])
+
+
+def test_guard_reward_keeps_its_best_policy_and_stops_when_it_stalls(assets, tmp_path):
+    """eval.guard_reward scores the held-out edits with a second reward (eval/guard); the policy it liked best is
+    saved as <out>/guard-best (loadable, the weights of that step), and eval.guard_patience = 1 stops the run at the
+    first evaluation that brings no new best. The guard's state is in every checkpoint."""
+    from editrl.checkpoint import CheckpointStore, read_state
+    from editrl.cli import main
+    from safetensors.torch import load_file
+
+    _, kontext, reward = assets
+    guard = write_tiny_reward(tmp_path / "guard", seed=1)  # another random reward, independent of the training one
+    out = tmp_path / "run"
+    path = _write_config(tmp_path / "g.yaml", kontext, reward, out, steps=4)
+    assert main(["policy", "grpo", "--config", str(path), "eval.every=1", f"eval.guard_reward={guard}",
+                 "eval.guard_patience=1", "train.learning_rate=0.05"]) == 0
+    rows = _rows(out)
+    guard_by_step = {s: r["eval/guard"] for s, r in rows.items() if "eval/guard" in r}
+    assert sorted(guard_by_step) == sorted(rows) and all(math.isfinite(v) for v in guard_by_step.values())
+    # where the run had to stop: the first step whose guard score is not above every earlier one
+    expected_stop = next((s for s in range(1, 5) if guard_by_step[s] <= max(guard_by_step[t] for t in range(s))), 4)
+    assert max(rows) == expected_stop
+    assert (rows[expected_stop].get("guard/stopped") == 1.0) == (expected_stop < 4 or guard_by_step[4] <= max(
+        guard_by_step[t] for t in range(4)))
+    best = max(guard_by_step, key=lambda s: (guard_by_step[s], -s))
+    kept = CheckpointStore(out / "guard-best").latest()
+    assert kept is not None and read_state(kept)["step"] == best
+    assert read_state(kept)["guard"] == pytest.approx(guard_by_step[best])
+    last = CheckpointStore(out).latest()
+    assert read_state(last)["step"] == expected_stop
+    state = read_state(last)["guard"]
+    assert state["best_step"] == best and state["best"] == pytest.approx(guard_by_step[best])
+    if best > 0:  # the kept adapter is that step's weights (checkpoint_every 1 keeps each step's)
+        same = load_file(str(out / "checkpoints" / f"step_{best:06d}" / "lora.safetensors"))
+        for name, t in load_file(str(kept / "lora.safetensors")).items():
+            assert torch.equal(t, same[name]), name
+    # the kept policy is an editor; margins re-evaluates it on request
+    assert main(["policy", "margins", str(out), "--tasks", "2", "--eval-steps", "2", "--checkpoint", "guard-best",
+                 "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["runs"][str(out)]["checkpoint"] == str(kept)
+
+
+def test_guard_settings_are_checked():
+    from editrl.config import ConfigError
+    from policy.config import EvalSection, GRPOConfig, validate_rl_config
+
+    with pytest.raises(ConfigError, match="eval.guard_patience: needs eval.guard_reward"):
+        validate_rl_config(GRPOConfig(eval=EvalSection(guard_patience=2)))
+    with pytest.raises(ConfigError, match="eval.guard_patience: must be >= 0"):
+        validate_rl_config(GRPOConfig(eval=EvalSection(guard_patience=-1, guard_reward="x")))
+    with pytest.raises(ConfigError, match="eval.guard_reward: is the training reward itself"):
+        validate_rl_config(GRPOConfig(eval=EvalSection(guard_reward=GRPOConfig().reward.client)))
+    with pytest.raises(ConfigError, match="eval.guard_reward: needs eval.num_tasks > 0"):
+        validate_rl_config(GRPOConfig(eval=EvalSection(guard_reward="x", num_tasks=0)))

@@ -158,15 +158,9 @@ def test_bad_folders_name_what_is_wrong(official, qwen, tmp_path):
 
 def test_best_of_n_and_policy_eval_run_on_it(official, tmp_path, capsys):
     from editrl.cli import main
-    from reward.model.config import RewardModelConfig, TinyBackboneConfig
-    from reward.model.editreward import build_reward_model, save_checkpoint
+    from tiny_pipelines import write_tiny_reward
 
-    torch.manual_seed(0)
-    cfg = RewardModelConfig(tiny=TinyBackboneConfig(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-        vision_depth=1, vision_hidden_size=32, vision_num_heads=2, vision_intermediate_size=32,
-        vision_fullatt_block_indexes=[0], vocab_merges=20))
-    reward = save_checkpoint(*build_reward_model(cfg), cfg, tmp_path / "reward")
+    reward = write_tiny_reward(tmp_path / "reward", seed=0)
     source = tmp_path / "source.png"
     _image(5).save(source)
     out = tmp_path / "bon"

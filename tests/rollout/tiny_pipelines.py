@@ -180,3 +180,16 @@ def write_tiny_kontext(out_dir: str | Path, seed: int = 0) -> Path:
 def write_tiny_qwen_edit(out_dir: str | Path, seed: int = 0) -> Path:
     """A tiny Qwen-Image-Edit checkpoint directory (``model_index.json`` + component folders)."""
     return write_pipeline(build_tiny_qwen_edit_pipeline(seed), out_dir)
+
+
+def write_tiny_reward(path: Path, seed: int = 0) -> Path:
+    """A random reward checkpoint smaller than the shipped tiny one (a fast fixture for loops that need a reward)."""
+    from reward.model.config import RewardModelConfig, TinyBackboneConfig
+    from reward.model.editreward import build_reward_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    cfg = RewardModelConfig(tiny=TinyBackboneConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+        vision_depth=1, vision_hidden_size=32, vision_num_heads=2, vision_intermediate_size=32,
+        vision_fullatt_block_indexes=[0], vocab_merges=20))
+    return save_checkpoint(*build_reward_model(cfg), cfg, path)
