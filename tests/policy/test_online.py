@@ -415,3 +415,24 @@ def test_guard_settings_are_checked():
         validate_rl_config(GRPOConfig(eval=EvalSection(guard_reward=GRPOConfig().reward.client)))
     with pytest.raises(ConfigError, match="eval.guard_reward: needs eval.num_tasks > 0"):
         validate_rl_config(GRPOConfig(eval=EvalSection(guard_reward="x", num_tasks=0)))
+
+
+def test_a_resumed_guarded_run_keeps_the_same_guard_state(assets, tmp_path):
+    """Stopped after step 2 and resumed to 4, a run ends with the guard state and guard-best of the unbroken run."""
+    from editrl.checkpoint import CheckpointStore, read_state
+    from editrl.cli import main
+
+    _, kontext, reward = assets
+    guard = write_tiny_reward(tmp_path / "guard", seed=1)
+    ends = {}
+    for name, stops in (("full", [4]), ("part", [2, 4])):
+        path = _write_config(tmp_path / f"{name}.yaml", kontext, reward, tmp_path / name, steps=4)
+        for steps in stops:
+            assert main(["policy", "grpo", "--config", str(path), f"steps={steps}", "eval.every=1",
+                         f"eval.guard_reward={guard}", "train.learning_rate=0.05"]) == 0
+        last = read_state(CheckpointStore(tmp_path / name).latest())
+        kept = read_state(CheckpointStore(tmp_path / name / "guard-best").latest())
+        ends[name] = (last["step"], last["guard"]["best_step"], last["guard"]["since_best"], kept["step"])
+        ends[name + " best"] = last["guard"]["best"]
+    assert ends["full"] == ends["part"] and ends["full"][0] == 4
+    assert ends["part best"] == pytest.approx(ends["full best"], rel=1e-5)
