@@ -60,6 +60,13 @@ MARGIN_KEYS = {"eval/oracle_instruction_following": "oracle IF", "eval/oracle_vi
                "eval/reward": "learned reward"}  # metrics.jsonl key: label
 
 
+def _interval_text(low: float, high: float) -> str:
+    """A margins table's interval cell; one run has no interval, and the cell says so instead of printing NaN."""
+    import math
+
+    return "n/a (1 run)" if math.isnan(low) or math.isnan(high) else f"[{low:+.3f}, {high:+.3f}]"
+
+
 def margins(args: argparse.Namespace) -> int:
     """The RL measurement of several seed runs: mean held-out gain per metric with its confidence interval."""
     import json
@@ -94,7 +101,7 @@ def margins(args: argparse.Namespace) -> int:
             continue
         results[key] = m
         lo, hi = m["ci"]
-        table.add_row(label, f"{m['mean']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in m["gains"]))
+        table.add_row(label, f"{m['mean']:+.3f}", _interval_text(lo, hi), ", ".join(f"{g:+.3f}" for g in m["gains"]))
     Console().print(table)
     if args.plot:
         from policy.rl_report import plot_seed_curves
@@ -138,7 +145,7 @@ def _reevaluated_margins(args: argparse.Namespace) -> int:
         lo, hi = m["ci"]
         before = sorted({round(value(r["before"]), 4) for r in per_run.values()})
         table.add_row(label, ", ".join(f"{b:.3f}" for b in before), f"{m['mean']:+.3f}",
-                      f"[{lo:+.3f}, {hi:+.3f}]", ", ".join(f"{g:+.3f}" for g in gains))
+                      _interval_text(lo, hi), ", ".join(f"{g:+.3f}" for g in gains))
     Console().print(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -169,5 +169,9 @@ def test_margin_over_seeds_by_hand(tmp_path, capsys):
     table = json.loads((tmp_path / "m.json").read_text())["margins"]
     assert set(table) == {"eval/oracle_instruction_following"}
     assert table["eval/oracle_instruction_following"]["gains"] == pytest.approx([0.5, 0.2, 0.3])
+    capsys.readouterr()
+    # one run has no interval: the table says so instead of printing NaN bounds
+    assert main(["policy", "margins", str(paths[0].parent)]) == 0
+    assert "n/a (1 run)" in capsys.readouterr().out
     assert main(["policy", "margins", str(tmp_path / "nowhere")]) != 0
     assert "nowhere/metrics.jsonl: missing" in capsys.readouterr().err
