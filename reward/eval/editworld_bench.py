@@ -137,13 +137,41 @@ def human_pairs(items: Sequence[BenchItem]) -> tuple[np.ndarray, np.ndarray, np.
 
 def accuracy_non_tied(scores: Sequence[float], first: np.ndarray, second: np.ndarray, label: np.ndarray) -> tuple[float, int]:
     """Share of human-non-tied pairs whose score difference has the human sign (model ties count half)."""
-    s = np.asarray(scores, dtype=float)
     keep = label != 0
     if not keep.any():
         raise ValueError("no non-tied human pairs to evaluate")
-    diff = s[first[keep]] - s[second[keep]]
-    right = np.where(diff == 0, 0.5, (np.sign(diff) == label[keep]).astype(float))
+    right = _pair_credit(scores, first, second, label)
     return float(right.mean()), int(keep.sum())
+
+
+def _pair_credit(scores: Sequence[float], first: np.ndarray, second: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Per human-non-tied pair: 1 when the score difference has the human sign, 0.5 on a model tie, else 0."""
+    s = np.asarray(scores, dtype=float)
+    keep = label != 0
+    diff = s[first[keep]] - s[second[keep]]
+    return np.where(diff == 0, 0.5, (np.sign(diff) == label[keep]).astype(float))
+
+
+GAP_EDGES = (0.1, 0.25, 0.5)  # rubric points of the per-dimension mean: near-ties, small, clear, large differences
+
+
+def accuracy_by_gap(scores: Sequence[float], items: Sequence[BenchItem], first: np.ndarray, second: np.ndarray,
+                    label: np.ndarray, edges: Sequence[float] = GAP_EDGES) -> list[dict[str, Any]]:
+    """Non-tied pairwise accuracy split by how far apart the two human judgements are, to tell a reward that misses
+    near-ties from one that misses clear differences. The gap is in rubric points of the mean over dimensions
+    (``human_score`` / number of dimensions); bins are [0, e1), [e1, e2), ..., [e_last, inf). Empty bins get
+    accuracy None."""
+    keep = label != 0
+    h = np.array([it.human_score / max(len(it.human_scores), 1) for it in items])
+    gap = np.abs(h[first] - h[second])[keep]
+    right = _pair_credit(scores, first, second, label)
+    bounds = [0.0, *edges, float("inf")]
+    out = []
+    for low, high in zip(bounds, bounds[1:]):
+        m = (gap >= low) & (gap < high)
+        out.append({"low": low, "high": None if high == float("inf") else high, "pairs": int(m.sum()),
+                    "accuracy": float(right[m].mean()) if m.any() else None})
+    return out
 
 
 # ---- scoring and its cache -------------------------------------------------------------------------
@@ -294,6 +322,5 @@ def run_editworld_eval(checkpoint: str | Path, data: str | Path, *, out_dir: str
     return results
 
 
-__all__ = ["BenchItem", "load_bench_items", "human_pairs", "accuracy_non_tied", "score_items", "model_gaussians",
-           "model_scorer",
-           "pixel_heuristic_scorer", "random_scorer", "untrained_like", "run_editworld_eval"]
+__all__ = ["BenchItem", "load_bench_items", "human_pairs", "accuracy_non_tied", "accuracy_by_gap", "GAP_EDGES",
+           "score_items", "model_gaussians", "model_scorer", "pixel_heuristic_scorer", "random_scorer", "untrained_like", "run_editworld_eval"]

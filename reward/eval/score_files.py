@@ -244,7 +244,7 @@ def _editreward_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _editworld_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from reward.eval.editworld_bench import BenchItem, accuracy_non_tied, human_pairs
+    from reward.eval.editworld_bench import BenchItem, accuracy_by_gap, accuracy_non_tied, human_pairs
     from reward.eval.metrics import position_bias
 
     items = [BenchItem(id=str(r["item"]), group_id=str(r["group_id"]), source="", instruction="", edited="",
@@ -256,7 +256,8 @@ def _editworld_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keep = label != 0
     pb = position_bias(lambda a, b: a - b, [(s[i], s[j], int(lab)) for i, j, lab in
                                             zip(first[keep], second[keep], label[keep])])
-    return {"accuracy": acc, "pairs": n, "human_ties": int((~keep).sum()), "position_bias": pb.to_dict()}
+    return {"accuracy": acc, "pairs": n, "human_ties": int((~keep).sum()), "position_bias": pb.to_dict(),
+            "by_gap": accuracy_by_gap(s, items, first, second, label)}
 
 
 def bench_metrics(bench: str, rows: list[dict[str, Any]]) -> dict[str, Any]:

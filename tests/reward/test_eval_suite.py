@@ -236,3 +236,25 @@ def test_an_ensemble_is_evaluated_as_its_members_mean_score(setup, tmp_path, cap
     assert main(["reward", "eval", "--checkpoint", f"ensemble:{ckpts[0]},{missing}", "--data",
                  str(benches["editworld"]), "--out", str(tmp_path / "o2"), "--no-baselines"]) != 0
     assert f"{missing}: reward checkpoint directory not found" in capsys.readouterr().err
+
+
+def test_accuracy_by_gap_splits_pairs_by_how_far_apart_the_humans_put_them():
+    from reward.eval.editworld_bench import BenchItem, accuracy_by_gap, human_pairs
+
+    def item(i, if_score, vq_score):
+        return BenchItem(id=str(i), group_id="g", source="", instruction="", edited="",
+                         human_scores={IF: [if_score], VQ: [vq_score]}, origin="")
+
+    # per-dimension means 3.0, 3.05, 3.5, 2.0; the model orders them 4 > 1 > 2 > 3 (item 3 highest)
+    items = [item(0, 3.0, 3.0), item(1, 3.0, 3.1), item(2, 3.5, 3.5), item(3, 2.0, 2.0)]
+    scores = [0.2, 0.1, 0.0, 0.3]
+    first, second, label = human_pairs(items)
+    bins = accuracy_by_gap(scores, items, first, second, label, edges=(0.1, 0.5))
+    # pair gaps: (0,1) 0.05 wrong; (0,2) 0.5 wrong; (0,3) 1.0 wrong; (1,2) 0.45 wrong; (1,3) 1.05 wrong; (2,3) 1.5 wrong
+    assert [b["pairs"] for b in bins] == [1, 1, 4]
+    assert [b["accuracy"] for b in bins] == [0.0, 0.0, 0.0]
+    bins = accuracy_by_gap([0.1, 0.2, 0.3, 0.0], items, first, second, label, edges=(0.1, 0.5, 5.0, 6.0))
+    # model order 2 > 1 > 0 > 3: every pair right; the last two bins are empty
+    assert [b["pairs"] for b in bins] == [1, 1, 4, 0, 0]
+    assert [b["accuracy"] for b in bins] == [1.0, 1.0, 1.0, None, None]
+    assert bins[0]["low"] == 0.0 and bins[-1]["high"] is None
