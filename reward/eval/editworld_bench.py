@@ -323,4 +323,5 @@ def run_editworld_eval(checkpoint: str | Path, data: str | Path, *, out_dir: str
 
 
 __all__ = ["BenchItem", "load_bench_items", "human_pairs", "accuracy_non_tied", "accuracy_by_gap", "GAP_EDGES",
-           "score_items", "model_gaussians", "model_scorer", "pixel_heuristic_scorer", "random_scorer", "untrained_like", "run_editworld_eval"]
+           "score_items", "model_gaussians", "model_scorer", "pixel_heuristic_scorer", "random_scorer",
+           "untrained_like", "run_editworld_eval"]

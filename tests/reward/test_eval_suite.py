@@ -245,7 +245,7 @@ def test_accuracy_by_gap_splits_pairs_by_how_far_apart_the_humans_put_them():
         return BenchItem(id=str(i), group_id="g", source="", instruction="", edited="",
                          human_scores={IF: [if_score], VQ: [vq_score]}, origin="")
 
-    # per-dimension means 3.0, 3.05, 3.5, 2.0; the model orders them 4 > 1 > 2 > 3 (item 3 highest)
+    # per-dimension means 3.0, 3.05, 3.5, 2.0; the model orders them 3 > 0 > 1 > 2, against the humans' 2 > 1 > 0 > 3
     items = [item(0, 3.0, 3.0), item(1, 3.0, 3.1), item(2, 3.5, 3.5), item(3, 2.0, 2.0)]
     scores = [0.2, 0.1, 0.0, 0.3]
     first, second, label = human_pairs(items)
